@@ -1,0 +1,128 @@
+"""Settings from the environment, validated once at start-up.
+
+This is the only module that reads the environment (the LittleHorse SDK reads its
+own ``LHC_*``/``LHW_*`` variables, which pass through unchanged). Each field's alias
+is the exact variable name, so a validation error can name the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+class SettingsError(Exception):
+    """Invalid configuration: one line per bad variable, naming it."""
+
+
+class _EnvSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        populate_by_name=False, extra="ignore", frozen=True, case_sensitive=True
+    )
+
+
+class ComfySettings(_EnvSettings):
+    """How to reach ComfyUI, how long to wait, and where outputs go."""
+
+    base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
+    output_dir: Path = Field(alias="COMFYUI_OUTPUT_DIR")
+    poll_interval_s: float = Field(2.0, gt=0, le=300, alias="COMFYUI_POLL_INTERVAL_SEC")
+    history_timeout_s: float = Field(600.0, gt=0, alias="COMFYUI_HISTORY_TIMEOUT_SEC")
+    http_timeout_s: float = Field(30.0, gt=0, alias="COMFYUI_HTTP_TIMEOUT_SEC")
+    http_retries: int = Field(3, ge=0, le=20, alias="COMFYUI_HTTP_RETRIES")
+    include_temp_outputs: bool = Field(False, alias="COMFYUI_INCLUDE_TEMP_OUTPUTS")
+    max_output_bytes: int = Field(8 * GIB, gt=0, alias="COMFYUI_MAX_OUTPUT_BYTES")
+    fsync: bool = Field(True, alias="COMFYUI_FSYNC")
+    auth_token: SecretStr | None = Field(None, alias="COMFYUI_AUTH_TOKEN")
+    http_headers: dict[str, str] = Field(default_factory=dict, alias="COMFYUI_HTTP_HEADERS")
+    workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
+    input_dir: Path | None = Field(None, alias="COMFYUI_INPUT_DIR")
+    allow_input_urls: bool = Field(False, alias="COMFYUI_ALLOW_INPUT_URLS")
+    max_input_image_bytes: int = Field(50 * MIB, gt=0, alias="COMFYUI_MAX_INPUT_IMAGE_BYTES")
+
+    @field_validator("http_headers", mode="before")
+    @classmethod
+    def _parse_headers(cls, value: Any) -> Any:
+        """Accept a JSON object of header name to value, as env vars are strings."""
+        if isinstance(value, str):
+            parsed = json.loads(value) if value.strip() else {}
+            if not isinstance(parsed, dict):
+                raise ValueError('must be a JSON object such as {"X-Api-Key": "..."}')
+            return parsed
+        return value
+
+    @property
+    def base_url_str(self) -> str:
+        """The base URL without a trailing slash, ready for joining paths."""
+        return str(self.base_url).rstrip("/")
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers sent on every request (auth proxy support)."""
+        headers = dict(self.http_headers)
+        if self.auth_token is not None:
+            headers["Authorization"] = f"Bearer {self.auth_token.get_secret_value()}"
+        return headers
+
+
+class WorkerSettings(_EnvSettings):
+    """The LittleHorse side: task name, concurrency, drain and health endpoint."""
+
+    task_name: str = Field(
+        "execute-comfyui-workflow",
+        alias="LHW_TASK_NAME",
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$",
+    )
+    num_worker_threads: int = Field(1, alias="LHW_NUM_WORKER_THREADS")
+    drain_timeout_s: float = Field(300.0, ge=0, alias="WORKER_DRAIN_TIMEOUT_SEC")
+    http_port: int = Field(8089, ge=0, le=65535, alias="WORKER_HTTP_PORT")
+    http_host: str = Field("0.0.0.0", alias="WORKER_HTTP_HOST")
+    log_format: str = Field("console", pattern="^(console|json)$", alias="WORKER_LOG_FORMAT")
+    log_level: str = Field(
+        "info", pattern="^(debug|info|warning|error)$", alias="WORKER_LOG_LEVEL"
+    )
+
+    @field_validator("num_worker_threads")
+    @classmethod
+    def _one_thread(cls, value: int) -> int:
+        """One worker drives one ComfyUI (one GPU queue); more would only queue there."""
+        if value != 1:
+            raise ValueError(
+                "must be 1: one worker drives one ComfyUI, which runs one prompt at a "
+                "time; scale out by running more worker+ComfyUI pairs"
+            )
+        return value
+
+
+def _format(error: ValidationError) -> str:
+    """One line per bad variable: ``NAME: what is wrong``."""
+    lines = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        reason = "is required but not set" if item["type"] == "missing" else item["msg"]
+        lines.append(f"{name}: {reason}")
+    return "\n".join(lines)
+
+
+def load_comfy(env: Mapping[str, str] | None = None) -> ComfySettings:
+    """Read ComfyUI settings from ``env`` (default: the process environment)."""
+    try:
+        return ComfySettings.model_validate(dict(os.environ if env is None else env))
+    except ValidationError as exc:
+        raise SettingsError(_format(exc)) from None
+
+
+def load_worker(env: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Read worker settings from ``env`` (default: the process environment)."""
+    try:
+        return WorkerSettings.model_validate(dict(os.environ if env is None else env))
+    except ValidationError as exc:
+        raise SettingsError(_format(exc)) from None
