@@ -58,6 +58,12 @@ class ExecutionInterruptedError(ComfyWorkerError):
     name = "execution-interrupted"
 
 
+class ComfyRequestError(ComfyWorkerError):
+    """ComfyUI refused a request with a 4xx other than a workflow rejection (e.g. 404)."""
+
+    name = "comfyui-request-failed"
+
+
 # --- the environment failed: the same input may well succeed on a retry ------------
 
 

@@ -42,6 +42,7 @@ class ComfySettings(_EnvSettings):
     include_temp_outputs: bool = Field(False, alias="COMFYUI_INCLUDE_TEMP_OUTPUTS")
     max_output_bytes: int = Field(8 * GIB, gt=0, alias="COMFYUI_MAX_OUTPUT_BYTES")
     fsync: bool = Field(True, alias="COMFYUI_FSYNC")
+    preflight: bool = Field(True, alias="COMFYUI_PREFLIGHT")
     auth_token: SecretStr | None = Field(None, alias="COMFYUI_AUTH_TOKEN")
     http_headers: dict[str, str] = Field(default_factory=dict, alias="COMFYUI_HTTP_HEADERS")
     workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
@@ -86,9 +87,7 @@ class WorkerSettings(_EnvSettings):
     http_port: int = Field(8089, ge=0, le=65535, alias="WORKER_HTTP_PORT")
     http_host: str = Field("0.0.0.0", alias="WORKER_HTTP_HOST")
     log_format: str = Field("console", pattern="^(console|json)$", alias="WORKER_LOG_FORMAT")
-    log_level: str = Field(
-        "info", pattern="^(debug|info|warning|error)$", alias="WORKER_LOG_LEVEL"
-    )
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$", alias="WORKER_LOG_LEVEL")
 
     @field_validator("num_worker_threads")
     @classmethod

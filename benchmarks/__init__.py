@@ -1,0 +1,1 @@
+"""Benchmarks: what the worker adds on top of ComfyUI."""

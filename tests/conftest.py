@@ -1,0 +1,72 @@
+"""Shared fixtures: settings builders and instant retries (stamina's test mode)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import stamina
+
+from comfyui_worker.execution import Runner
+from comfyui_worker.settings import ComfySettings, load_comfy
+from tests.fakes.comfyui import FakeComfyUI
+
+
+@pytest.fixture(autouse=True)
+def _instant_retries() -> Iterator[None]:
+    """Retries still happen, up to the configured attempts, but without sleeping."""
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_settings(base_url: str, output_dir: Path, **env: str) -> ComfySettings:
+    """ComfySettings as the environment would give them."""
+    return load_comfy({"COMFYUI_BASE_URL": base_url, "COMFYUI_OUTPUT_DIR": str(output_dir), **env})
+
+
+@pytest.fixture
+def comfy(tmp_path: Path) -> Iterator[FakeComfyUI]:
+    """A fake ComfyUI over real HTTP + WebSocket on 127.0.0.1."""
+    fake = FakeComfyUI(tmp_path / "comfy").start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def settings(comfy: FakeComfyUI, tmp_path: Path) -> ComfySettings:
+    """Settings pointing at the fake, with short poll intervals."""
+    return make_settings(
+        comfy.base_url,
+        tmp_path / "out",
+        COMFYUI_POLL_INTERVAL_SEC="0.2",
+        COMFYUI_HISTORY_TIMEOUT_SEC="20",
+        COMFYUI_WORKFLOWS_DIR=str(Path(__file__).parent.parent / "workflows"),
+    )
+
+
+@pytest.fixture
+def runner(settings: ComfySettings) -> Iterator[Runner]:
+    """The real execution loop against the fake."""
+    r = Runner(settings)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` until true (for facts a fake records asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        time.sleep(0.02)

@@ -1,0 +1,180 @@
+"""ComfyClient against pytest-httpx: retries, 4xx vs 5xx, error formatting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+
+from comfyui_worker.client import ComfyClient
+from comfyui_worker.errors import (
+    ComfyRequestError,
+    ComfyServerError,
+    ComfyUnavailableError,
+    InvalidWorkflowError,
+)
+from tests.conftest import make_settings
+
+BASE = "http://comfy.test:8188"
+FIXTURES = Path(__file__).parent / "fixtures" / "comfyui"
+
+
+def sample(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return loaded
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> ComfyClient:
+    return ComfyClient(make_settings(BASE, tmp_path, COMFYUI_HTTP_RETRIES="2"))
+
+
+def test_connection_errors_are_retried_then_reported(client: ComfyClient, httpx_mock: HTTPXMock):
+    """Three connection failures with two retries give ComfyUnavailableError naming the URL."""
+    for _ in range(3):
+        httpx_mock.add_exception(httpx.ConnectError("refused"), url=f"{BASE}/queue")
+    with pytest.raises(ComfyUnavailableError, match=r"comfy\.test:8188 is unreachable"):
+        client.queue()
+    assert len(httpx_mock.get_requests()) == 3
+
+
+def test_5xx_burst_is_retried_until_success(client: ComfyClient, httpx_mock: HTTPXMock):
+    """Two 503s followed by a 200 succeed on the third try."""
+    httpx_mock.add_response(url=f"{BASE}/queue", status_code=503)
+    httpx_mock.add_response(url=f"{BASE}/queue", status_code=502)
+    httpx_mock.add_response(url=f"{BASE}/queue", json=sample("get_queue_running_pending.json"))
+    queue = client.queue()
+    assert queue.running == ["8c7445da-3b94-44b2-8731-2b64966c57f2"]
+    assert queue.pending == ["c8d9d210-fca7-4d97-b86b-b00f862fe0ec"]
+
+
+def test_persistent_5xx_becomes_server_error(client: ComfyClient, httpx_mock: HTTPXMock):
+    """A 500 on every try ends as ComfyServerError with the status."""
+    for _ in range(3):
+        httpx_mock.add_response(url=f"{BASE}/system_stats", status_code=500, text="boom")
+    with pytest.raises(ComfyServerError) as info:
+        client.system_stats()
+    assert info.value.details["status"] == 500
+    assert "boom" in info.value.message
+
+
+def test_4xx_is_not_retried(client: ComfyClient, httpx_mock: HTTPXMock):
+    """A 404 is reported at once, after exactly one request."""
+    httpx_mock.add_response(url=f"{BASE}/history/x", status_code=404)
+    with pytest.raises(ComfyRequestError, match="404"):
+        client.history("x")
+    assert len(httpx_mock.get_requests()) == 1
+
+
+def test_prompt_400_lists_each_failing_node(client: ComfyClient, httpx_mock: HTTPXMock):
+    """The type-mismatch 400 names node 2, its class and the details."""
+    body = sample("post_prompt_400_type_mismatch.json")["body"]
+    httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
+    with pytest.raises(InvalidWorkflowError) as info:
+        client.submit_once({"1": {}}, prompt_id="p", client_id="c")
+    message = info.value.message
+    assert "node 2 (SaveImage): Return type mismatch between linked nodes" in message
+    assert "received_type(MODEL) mismatch input_type(IMAGE)" in message
+    assert info.value.details["node_errors"][0]["input_name"] == "images"
+    assert len(httpx_mock.get_requests()) == 1
+
+
+def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_mock: HTTPXMock):
+    """A missing checkpoint reads as `ckpt_name 'x' not in [...]` for its node."""
+    body = {
+        "error": {
+            "type": "prompt_outputs_failed_validation",
+            "message": "Prompt outputs failed validation",
+            "details": "",
+            "extra_info": {},
+        },
+        "node_errors": {
+            "4": {
+                "errors": [
+                    {
+                        "type": "value_not_in_list",
+                        "message": "Value not in list",
+                        "details": "ckpt_name: 'x.safetensors' not in ['a.safetensors']",
+                        "extra_info": {"input_name": "ckpt_name"},
+                    }
+                ],
+                "dependent_outputs": ["9"],
+                "class_type": "CheckpointLoaderSimple",
+            }
+        },
+    }
+    httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
+    with pytest.raises(
+        InvalidWorkflowError,
+        match=r"node 4 \(CheckpointLoaderSimple\): Value not in list: ckpt_name: 'x.safetensors' not in \['a.safetensors'\]",
+    ):
+        client.submit_once({"1": {}}, prompt_id="p", client_id="c")
+
+
+def test_prompt_400_unknown_node_keeps_details(client: ComfyClient, httpx_mock: HTTPXMock):
+    """An invalid_prompt 400 without node errors keeps ComfyUI's message and details."""
+    body = sample("post_prompt_400_unknown_node.json")["body"]
+    httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
+    with pytest.raises(
+        InvalidWorkflowError, match=r"node NoSuchNode does not exist\. \(Node ID '#2'\)"
+    ):
+        client.submit_once({"1": {}}, prompt_id="p", client_id="c")
+
+
+def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: HTTPXMock):
+    """POST /prompt fails after one request: a blind retry could queue the prompt twice."""
+    httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=f"{BASE}/prompt")
+    with pytest.raises(ComfyUnavailableError):
+        client.submit_once({"1": {}}, prompt_id="p", client_id="c")
+    assert len(httpx_mock.get_requests()) == 1
+
+
+def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, httpx_mock: HTTPXMock):
+    """The client-chosen prompt_id and client_id are in the body; the number comes back."""
+    httpx_mock.add_response(
+        url=f"{BASE}/prompt", json=sample("post_prompt_200_client_prompt_id.json")["body"]
+    )
+    number = client.submit_once(
+        {"1": {"class_type": "X", "inputs": {}}}, prompt_id="pid", client_id="cid"
+    )
+    sent = json.loads(httpx_mock.get_requests()[0].content)
+    assert (sent["prompt_id"], sent["client_id"], number) == ("pid", "cid", 19)
+
+
+def test_non_json_answer_is_a_server_error(client: ComfyClient, httpx_mock: HTTPXMock):
+    """An HTML page instead of JSON (wrong URL) is reported as not ComfyUI."""
+    httpx_mock.add_response(url=f"{BASE}/system_stats", text="<html>login</html>")
+    with pytest.raises(ComfyServerError, match="is COMFYUI_BASE_URL really ComfyUI"):
+        client.system_stats()
+
+
+def test_auth_token_and_headers_are_sent(tmp_path: Path, httpx_mock: HTTPXMock):
+    """COMFYUI_AUTH_TOKEN and COMFYUI_HTTP_HEADERS go on every request."""
+    settings = make_settings(
+        BASE, tmp_path, COMFYUI_AUTH_TOKEN="s3cret", COMFYUI_HTTP_HEADERS='{"X-Tenant": "a"}'
+    )
+    httpx_mock.add_response(url=f"{BASE}/system_stats", json=sample("get_system_stats.json"))
+    assert ComfyClient(settings).version() == "0.3.64"
+    request = httpx_mock.get_requests()[0]
+    assert request.headers["authorization"] == "Bearer s3cret"
+    assert request.headers["x-tenant"] == "a"
+
+
+def test_history_unknown_prompt_is_none(client: ComfyClient, httpx_mock: HTTPXMock):
+    """`{}` from /history/{id} means not finished (or unknown)."""
+    httpx_mock.add_response(url=f"{BASE}/history/abc", json={})
+    assert client.history("abc") is None
+
+
+def test_interrupt_and_delete_send_targeted_bodies(client: ComfyClient, httpx_mock: HTTPXMock):
+    """Interrupt names the prompt; delete lists the pending ids."""
+    httpx_mock.add_response(url=f"{BASE}/interrupt")
+    httpx_mock.add_response(url=f"{BASE}/queue")
+    client.interrupt("p1")
+    client.delete_pending(["p2"])
+    bodies = [json.loads(r.content) for r in httpx_mock.get_requests()]
+    assert bodies == [{"prompt_id": "p1"}, {"delete": ["p2"]}]

@@ -1,0 +1,371 @@
+"""The execution loop end to end against the fake ComfyUI (real HTTP + WebSocket)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyui_worker.errors import (
+    ComfyOutOfMemoryError,
+    ExecutionFailedError,
+    ExecutionInterruptedError,
+    ExecutionTimeoutError,
+    InvalidWorkflowError,
+    OutputRejectedError,
+    PromptVanishedError,
+)
+from comfyui_worker.execution import Runner, RunRequest
+from comfyui_worker.settings import ComfySettings
+from tests.conftest import make_settings, wait_until
+from tests.fakes.comfyui import FakeComfyUI
+
+
+def smoke(color: int = 0, prefix: str = "smoke/test") -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color},
+        },
+        "2": {
+            "class_type": "ImageBlur",
+            "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0},
+        },
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def multi() -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 65280},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "sample/still"},
+        },
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        "4": {"class_type": "FakeText", "inputs": {"value": "a caption"}},
+    }
+
+
+def big(size_bytes: int) -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "FakeBigOutput",
+            "inputs": {"size_bytes": size_bytes, "filename_prefix": "big/out"},
+        }
+    }
+
+
+def request(graph: dict[str, Any], **kw: Any) -> RunRequest:
+    prompt_id = kw.pop("prompt_id", str(uuid.uuid4()))
+    return RunRequest(graph=graph, prompt_id=prompt_id, run_key=kw.pop("run_key", prompt_id), **kw)
+
+
+def sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --- 1. local validation ----------------------------------------------------------
+
+
+def test_ui_format_is_rejected_before_anything_is_sent(runner: Runner, comfy: FakeComfyUI):
+    """A UI-format export gets an 'export in API format' error and never reaches ComfyUI."""
+    with pytest.raises(InvalidWorkflowError, match="API"):
+        runner.run(request({"nodes": [], "links": [], "version": 0.4}))
+    assert comfy.submitted == []
+
+
+def test_non_graph_is_rejected_locally(runner: Runner, comfy: FakeComfyUI):
+    """A node without class_type is named in the error; ComfyUI never sees a non-graph."""
+    with pytest.raises(InvalidWorkflowError, match="node '2'"):
+        runner.run(request({"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"inputs": {}}}))
+    assert comfy.submitted == []
+
+
+# --- 2. submit with the caller's prompt id; 6./7. download and result ----------------
+
+
+def test_smoke_run_saves_outputs_and_returns_the_result(
+    runner: Runner, comfy: FakeComfyUI, settings: ComfySettings
+):
+    """A success saves every file with sha256, writes the manifest and fills the result."""
+    prompt_id = str(uuid.uuid4())
+    result = runner.run(request(smoke(), prompt_id=prompt_id, run_key="runs/one"))
+    assert comfy.submitted == [prompt_id] and result["prompt_id"] == prompt_id
+    [out] = result["outputs"]
+    assert out["node_id"] == "3" and out["key"] == "images" and out["comfy_type"] == "output"
+    assert out["path"] == str(settings.output_dir / "runs/one" / out["subfolder"] / out["filename"])
+    assert out["size_bytes"] == Path(out["path"]).stat().st_size and out["sha256"] == sha(
+        out["path"]
+    )
+    assert out["media_type"] == "image/png"
+    assert set(result["timings_ms"]) == {
+        "queued",
+        "executing",
+        "downloading",
+        "total",
+        "comfy_execution",
+    }
+    assert result["comfyui"] == {"base_url": comfy.base_url, "version": "0.3.64"}
+    manifest = json.loads(Path(result["manifest"]).read_text())
+    assert manifest["outputs"] == result["outputs"] and "created_at" in manifest
+    assert len(json.dumps(result)) < 10_000
+
+
+def test_every_output_key_is_downloaded_and_temp_skipped(runner: Runner):
+    """Images are saved, temp previews skipped by default, text kept in the result."""
+    result = runner.run(request(multi()))
+    files = sorted((o["node_id"], o["subfolder"], o["filename"]) for o in result["outputs"])
+    assert files == [("2", "sample", "still_00001_.png"), ("2", "sample", "still_00002_.png")]
+    assert result["skipped_temp_outputs"] == 2
+    assert result["text"] == {"4": ["a caption"]}
+
+
+def test_temp_previews_are_saved_when_configured(comfy: FakeComfyUI, tmp_path: Path):
+    """COMFYUI_INCLUDE_TEMP_OUTPUTS saves previews under temp/."""
+    settings = make_settings(comfy.base_url, tmp_path / "out", COMFYUI_INCLUDE_TEMP_OUTPUTS="true")
+    with Runner(settings) as r:
+        result = r.run(request(multi(), run_key="r"))
+    temps = [o for o in result["outputs"] if o["comfy_type"] == "temp"]
+    assert len(temps) == 2 and all(o["relative_path"].startswith("temp/") for o in temps)
+    assert all(Path(o["path"]).is_file() for o in temps)
+
+
+def test_cached_rerun_downloads_the_same_files_again(runner: Runner, comfy: FakeComfyUI):
+    """A fully cached re-run points at the same ComfyUI files; both runs keep full copies."""
+    first = runner.run(request(smoke(color=7)))
+    second = runner.run(request(smoke(color=7)))
+    assert [o["filename"] for o in first["outputs"]] == [o["filename"] for o in second["outputs"]]
+    assert first["outputs"][0]["path"] != second["outputs"][0]["path"]
+    assert first["outputs"][0]["sha256"] == second["outputs"][0]["sha256"]
+    comfy_file = (
+        comfy.root / "output" / first["outputs"][0]["subfolder"] / first["outputs"][0]["filename"]
+    )
+    assert comfy_file.is_file()  # ComfyUI's own file was neither moved nor deleted
+
+
+def test_large_output_streams_to_disk(runner: Runner):
+    """A 64 MiB output arrives whole, with the right hash, and no temp file remains."""
+    size = 64 * 1024 * 1024
+    result = runner.run(request(big(size)))
+    [out] = result["outputs"]
+    assert out["size_bytes"] == size and sha(out["path"]) == out["sha256"]
+    leftovers = [p for p in Path(result["output_dir"]).rglob("*.part")]
+    assert leftovers == []
+
+
+def test_output_over_the_size_cap_is_rejected(comfy: FakeComfyUI, tmp_path: Path):
+    """COMFYUI_MAX_OUTPUT_BYTES stops the download with output-rejected and no partial file."""
+    settings = make_settings(comfy.base_url, tmp_path / "out", COMFYUI_MAX_OUTPUT_BYTES="1000")
+    with (
+        Runner(settings) as r,
+        pytest.raises(OutputRejectedError, match="COMFYUI_MAX_OUTPUT_BYTES"),
+    ):
+        r.run(request(big(5000), run_key="capped"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_view_5xx_burst_is_retried(runner: Runner, comfy: FakeComfyUI):
+    """Two 503s from /view are retried and the file still arrives."""
+    comfy.fail_requests("GET", "/view", count=2, status=503)
+    result = runner.run(request(smoke(color=9)))
+    assert Path(result["outputs"][0]["path"]).is_file()
+
+
+# --- 3. waiting: WebSocket, fallback, race, vanished ---------------------------------
+
+
+def test_completion_is_detected_quickly_over_the_websocket(runner: Runner, comfy: FakeComfyUI):
+    """With the socket up the worker learns of completion within milliseconds, not a poll interval."""
+    runner.run(request(smoke(color=1)))  # warm up: socket connected
+    comfy.execution_time_s = 0.3
+    prompt_id = str(uuid.uuid4())
+    runner.run(request(smoke(color=2), prompt_id=prompt_id))
+    lag_s = time.monotonic() - comfy.finish_times[prompt_id]
+    assert lag_s < 5.0  # sanity; the latency itself is measured by the benchmark
+    assert runner.events.connected
+
+
+def test_polling_fallback_when_websocket_is_refused(comfy: FakeComfyUI, settings: ComfySettings):
+    """With /ws refused, polling every COMFYUI_POLL_INTERVAL_SEC still finds completion."""
+    comfy.websocket_enabled = False
+    comfy.execution_time_s = 0.3
+    with Runner(settings) as r:
+        result = r.run(request(smoke(color=3)))
+        assert not r.events.connected
+    assert result["status"] == "success"
+
+
+def test_websocket_drop_mid_execution_never_misses_completion(runner: Runner, comfy: FakeComfyUI):
+    """Dropping every socket while the prompt runs still ends in success (reconnect + poll)."""
+    comfy.execution_time_s = 0.6
+    threading.Timer(0.2, comfy.drop_websockets).start()
+    result = runner.run(request(smoke(color=4)))
+    assert result["status"] == "success"
+
+
+def test_history_lagging_behind_the_websocket_is_handled(runner: Runner, comfy: FakeComfyUI):
+    """execution_success before /history holds the entry (the documented race) still succeeds."""
+    comfy.history_delay_s = 0.05
+    result = runner.run(request(smoke(color=5)))
+    assert result["status"] == "success"
+
+
+def test_restart_that_forgets_the_prompt_fails_as_vanished(runner: Runner, comfy: FakeComfyUI):
+    """A ComfyUI restart mid-run is detected within a few poll intervals as retryable."""
+    comfy.execution_time_s = 30
+    threading.Timer(0.3, comfy.restart).start()
+    started = time.monotonic()
+    with pytest.raises(PromptVanishedError) as info:
+        runner.run(request(smoke(color=6)))
+    assert info.value.retryable
+    assert time.monotonic() - started < 0.3 + 6 * 0.2 + 2
+
+
+# --- 4. deadline -------------------------------------------------------------------
+
+
+def test_deadline_interrupts_a_running_prompt(comfy: FakeComfyUI, tmp_path: Path):
+    """Past COMFYUI_HISTORY_TIMEOUT_SEC the running prompt is interrupted: GPU freed, retryable error."""
+    comfy.execution_time_s = 3  # 1 s per node: the interrupt lands at the next node boundary
+    settings = make_settings(
+        comfy.base_url, tmp_path, COMFYUI_HISTORY_TIMEOUT_SEC="0.5", COMFYUI_POLL_INTERVAL_SEC="0.2"
+    )
+    prompt_id = str(uuid.uuid4())
+    with Runner(settings) as r, pytest.raises(ExecutionTimeoutError, match="interrupted") as info:
+        r.run(request(smoke(color=8), prompt_id=prompt_id))
+    assert info.value.retryable
+    wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=5)
+
+
+def test_deadline_deletes_a_pending_prompt(comfy: FakeComfyUI, tmp_path: Path):
+    """A prompt still queued at the deadline is deleted from ComfyUI's queue."""
+    comfy.pause()
+    settings = make_settings(
+        comfy.base_url, tmp_path, COMFYUI_HISTORY_TIMEOUT_SEC="0.5", COMFYUI_POLL_INTERVAL_SEC="0.2"
+    )
+    prompt_id = str(uuid.uuid4())
+    with Runner(settings) as r, pytest.raises(ExecutionTimeoutError, match="deleted"):
+        r.run(request(smoke(color=10), prompt_id=prompt_id))
+    assert prompt_id in comfy.deleted
+
+
+# --- 5. outcomes ---------------------------------------------------------------------
+
+
+def test_execution_error_names_the_node(runner: Runner):
+    """A node raising in ComfyUI gives node id, type, exception type and message."""
+    graph = smoke(prefix="../../escape")
+    with pytest.raises(ExecutionFailedError) as info:
+        runner.run(request(graph))
+    details = info.value.details
+    assert (details["node_id"], details["node_type"], details["exception_type"]) == (
+        "3",
+        "SaveImage",
+        "Exception",
+    )
+    assert "outside the output folder" in details["exception_message"]
+    assert not info.value.retryable
+
+
+def test_out_of_memory_is_retryable(runner: Runner, comfy: FakeComfyUI):
+    """A torch OutOfMemoryError is a technical failure, not the workflow's fault."""
+    comfy.fail_node(
+        "ImageBlur", exception_type="torch.OutOfMemoryError", message="Allocation on device"
+    )
+    with pytest.raises(ComfyOutOfMemoryError) as info:
+        runner.run(request(smoke(color=11)))
+    assert info.value.retryable and info.value.details["node_id"] == "2"
+
+
+def test_external_interrupt_is_its_own_error(runner: Runner, comfy: FakeComfyUI):
+    """Someone pressing interrupt in ComfyUI gives execution-interrupted."""
+    comfy.execution_time_s = 5
+    prompt_id = str(uuid.uuid4())
+
+    def interrupt() -> None:
+        import httpx
+
+        httpx.post(f"{comfy.base_url}/interrupt", json={"prompt_id": prompt_id})
+
+    threading.Timer(0.3, interrupt).start()
+    with pytest.raises(ExecutionInterruptedError):
+        runner.run(request(smoke(color=12), prompt_id=prompt_id))
+
+
+def test_comfy_400_lists_failing_nodes(comfy: FakeComfyUI, tmp_path: Path):
+    """With preflight off, ComfyUI's own 400 is turned into a readable per-node error."""
+    settings = make_settings(comfy.base_url, tmp_path, COMFYUI_PREFLIGHT="false")
+    graph = {
+        "1": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "missing.safetensors"},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    with (
+        Runner(settings) as r,
+        pytest.raises(InvalidWorkflowError, match=r"node 2 \(SaveImage\): Return type mismatch"),
+    ):
+        r.run(request(graph))
+
+
+def test_preflight_catches_a_missing_model_before_submitting(runner: Runner, comfy: FakeComfyUI):
+    """A checkpoint ComfyUI does not have fails fast with the available names."""
+    graph = {
+        "1": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "sd_xl_base_1.1.safetensors"},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    with pytest.raises(InvalidWorkflowError, match=r"sd_xl_base_1\.0\.safetensors"):
+        runner.run(request(graph))
+    assert comfy.submitted == []
+
+
+# --- no GPU work twice ---------------------------------------------------------------
+
+
+def test_earlier_running_prompt_is_adopted_not_resubmitted(runner: Runner, comfy: FakeComfyUI):
+    """A prompt from an earlier attempt that is still running is waited for, not re-queued."""
+    comfy.execution_time_s = 0.5
+    earlier = str(uuid.uuid4())
+    import httpx
+
+    httpx.post(f"{comfy.base_url}/prompt", json={"prompt": smoke(color=13), "prompt_id": earlier})
+    result = runner.run(request(smoke(color=13), earlier_prompt_ids=(earlier,)))
+    assert result["prompt_id"] == earlier and comfy.submitted == [earlier]
+    assert comfy.executed == [earlier]
+
+
+def test_earlier_success_is_downloaded_without_rerunning(runner: Runner, comfy: FakeComfyUI):
+    """A prompt that already succeeded is only downloaded; files already saved are reused."""
+    first = runner.run(request(smoke(color=14), run_key="task"))
+    again = runner.run(
+        request(smoke(color=14), run_key="task", earlier_prompt_ids=(first["prompt_id"],))
+    )
+    assert again["prompt_id"] == first["prompt_id"] and comfy.submitted == [first["prompt_id"]]
+    assert [o["reused"] for o in again["outputs"]] == [True]
+
+
+def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI):
+    """An earlier attempt that failed (e.g. out of memory) is run again under the new id."""
+    comfy.fail_node(
+        "ImageBlur", exception_type="torch.OutOfMemoryError", message="Allocation on device"
+    )
+    earlier = str(uuid.uuid4())
+    with pytest.raises(ComfyOutOfMemoryError):
+        runner.run(request(smoke(color=15), prompt_id=earlier))
+    comfy.clear_failures()
+    result = runner.run(request(smoke(color=15), earlier_prompt_ids=(earlier,)))
+    assert result["prompt_id"] != earlier and len(comfy.submitted) == 2

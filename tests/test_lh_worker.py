@@ -1,0 +1,266 @@
+"""The real ``main.py worker`` subprocess against a fake LittleHorse and a fake ComfyUI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from littlehorse.model import ReportTaskRun, TaskStatus
+
+from comfyui_worker.lh_worker import prompt_id_for
+from tests.conftest import wait_until
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.littlehorse import FakeLittleHorse
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = "execute-comfyui-workflow"
+
+
+def smoke(color: int) -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color},
+        },
+        "2": {
+            "class_type": "ImageBlur",
+            "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0},
+        },
+        "3": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["2", 0], "filename_prefix": "lh/test"},
+        },
+    }
+
+
+class WorkerProcess:
+    """``main.py worker`` as a child process, with its stderr kept for diagnosis."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "main.py", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGKILL) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def lh() -> Iterator[FakeLittleHorse]:
+    with FakeLittleHorse() as fake:
+        yield fake
+
+
+@pytest.fixture
+def worker_env(lh: FakeLittleHorse, comfy: FakeComfyUI, tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        **lh.env(),
+        "COMFYUI_BASE_URL": comfy.base_url,
+        "COMFYUI_OUTPUT_DIR": str(tmp_path / "out"),
+        "COMFYUI_POLL_INTERVAL_SEC": "0.2",
+        "COMFYUI_HISTORY_TIMEOUT_SEC": "30",
+        "COMFYUI_MAX_OUTPUT_BYTES": "1000000",
+        "COMFYUI_WORKFLOWS_DIR": str(ROOT / "workflows"),
+        "WORKER_HTTP_PORT": "0",
+        "WORKER_LOG_FORMAT": "json",
+        "WORKER_DRAIN_TIMEOUT_SEC": "20",
+    }
+
+
+@pytest.fixture
+def spawn(lh: FakeLittleHorse, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **env}, tmp_path / f"worker{len(started)}.log")
+        started.append(worker)
+        lh.wait_polling(timeout_s=30)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def run_task(
+    lh: FakeLittleHorse,
+    workflow: Any,
+    *,
+    guid: str | None = None,
+    attempt: int = 0,
+    wf_run_id: str = "wf1",
+) -> ReportTaskRun:
+    guid = guid or uuid.uuid4().hex
+    lh.schedule(TASK, [workflow], wf_run_id=wf_run_id, task_guid=guid, attempt_number=attempt)
+    return lh.wait_report(guid, attempt, timeout_s=60)
+
+
+def exception_content(report: ReportTaskRun) -> dict[str, Any]:
+    assert report.status == TaskStatus.TASK_EXCEPTION, report
+    content: dict[str, Any] = json.loads(report.exception.content.json_obj)
+    return content
+
+
+def test_success_reports_the_result_and_saves_files(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, tmp_path: Path
+):
+    """A graph task succeeds; its output is the result and files land under wf_run_id/guid."""
+    spawn()
+    guid = uuid.uuid4().hex
+    report = run_task(lh, smoke(1), guid=guid, wf_run_id="wf-success")
+    assert report.status == TaskStatus.TASK_SUCCESS, report
+    result = json.loads(report.output.json_obj)
+    assert result["prompt_id"] == prompt_id_for("wf-success", guid, 0) == comfy.submitted[0]
+    [out] = result["outputs"]
+    assert Path(out["path"]).is_file() and Path(out["path"]).is_relative_to(
+        tmp_path / "out" / "wf-success" / guid
+    )
+    log = report.log_output.str
+    assert "submitted prompt" in log and "1 files saved" in log
+    assert lh.task_defs[TASK].input_vars[0].name == "workflow"
+
+
+@pytest.mark.parametrize(
+    ("workflow", "name", "field", "value"),
+    [
+        ({"nodes": [], "links": []}, "invalid-workflow", "error", "invalid-workflow"),
+        ({"template": "no_such_template"}, "invalid-workflow", "error", "invalid-workflow"),
+        (
+            {
+                **smoke(2),
+                "3": {
+                    "class_type": "SaveImage",
+                    "inputs": {"images": ["2", 0], "filename_prefix": "../../escape"},
+                },
+            },
+            "execution-failed",
+            "node_id",
+            "3",
+        ),
+        (
+            {
+                "1": {
+                    "class_type": "FakeBigOutput",
+                    "inputs": {"size_bytes": 2_000_000, "filename_prefix": "big"},
+                }
+            },
+            "output-rejected",
+            "node_id",
+            "1",
+        ),
+    ],
+    ids=["ui-format", "unknown-template", "node-raised", "over-size-cap"],
+)
+def test_business_failures_are_task_exceptions(
+    lh: FakeLittleHorse, spawn: Any, workflow: Any, name: str, field: str, value: str
+):
+    """Each business failure is an LHTaskException with its kebab name and a JSON content."""
+    spawn()
+    report = run_task(lh, workflow)
+    assert report.exception.name == name
+    assert exception_content(report)[field] == value
+
+
+def test_out_of_memory_is_task_failed(lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI):
+    """A technical failure is TASK_FAILED (retried by the WfSpec), with a readable message."""
+    comfy.fail_node(
+        "ImageBlur", exception_type="torch.OutOfMemoryError", message="Allocation on device"
+    )
+    spawn()
+    report = run_task(lh, smoke(3))
+    assert report.status == TaskStatus.TASK_FAILED
+    assert "comfyui-out-of-memory" in report.error.message
+
+
+def test_unreachable_comfyui_is_task_failed(lh: FakeLittleHorse, spawn: Any):
+    """With ComfyUI down the task fails as retryable, naming the URL."""
+    spawn(COMFYUI_BASE_URL="http://127.0.0.1:9", COMFYUI_HTTP_RETRIES="1")
+    report = run_task(lh, smoke(4))
+    assert report.status == TaskStatus.TASK_FAILED
+    assert "comfyui-unavailable" in report.error.message and "127.0.0.1:9" in report.error.message
+
+
+def test_bad_task_then_good_task(lh: FakeLittleHorse, spawn: Any):
+    """A garbage input is reported and the next task runs normally on the same process."""
+    worker = spawn()
+    bad = run_task(lh, {"1": "not a node"})
+    assert bad.exception.name == "invalid-workflow"
+    good = run_task(lh, smoke(5))
+    assert good.status == TaskStatus.TASK_SUCCESS
+    assert worker.proc.poll() is None
+
+
+def test_retry_after_a_crash_never_runs_the_graph_twice(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """Kill -9 mid-execution, redeliver as attempt 1: ComfyUI executes the graph exactly once."""
+    comfy.execution_time_s = 2.0
+    first = spawn()
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(6)], wf_run_id="wf-crash", task_guid=guid, attempt_number=0)
+    deadline = time.monotonic() + 20
+    while not comfy.submitted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.stop(signal.SIGKILL)
+    spawn()
+    report = run_task(lh, smoke(6), guid=guid, attempt=1, wf_run_id="wf-crash")
+    assert report.status == TaskStatus.TASK_SUCCESS, report
+    assert comfy.submitted == [prompt_id_for("wf-crash", guid, 0)]
+    assert comfy.executed == comfy.submitted
+    assert json.loads(report.output.json_obj)["prompt_id"] == comfy.submitted[0]
+
+
+def test_sigterm_drains_the_running_task_then_exits_zero(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """SIGTERM lets the execution in flight finish and be reported, then the process exits 0."""
+    comfy.execution_time_s = 1.5
+    worker = spawn()
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(7)], task_guid=guid)
+    lh.wait_delivered(guid)
+    time.sleep(0.3)
+    assert worker.stop(signal.SIGTERM) == 0, worker.logs()
+    report = lh.wait_report(guid, timeout_s=5)
+    assert report.status == TaskStatus.TASK_SUCCESS
+
+
+def test_drain_past_grace_interrupts_and_reports_retryable(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """Past WORKER_DRAIN_TIMEOUT_SEC the prompt is interrupted and the task reported as retryable."""
+    comfy.execution_time_s = 6  # 2 s per node: the interrupt lands at the next node boundary
+    worker = spawn(WORKER_DRAIN_TIMEOUT_SEC="0.5")
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(8)], task_guid=guid, wf_run_id="wf-drain")
+    lh.wait_delivered(guid)
+    time.sleep(0.5)
+    assert worker.stop(signal.SIGTERM) == 0, worker.logs()
+    report = lh.wait_report(guid, timeout_s=5)
+    assert (
+        report.status == TaskStatus.TASK_FAILED and "worker-shutting-down" in report.error.message
+    )
+    wait_until(lambda: prompt_id_for("wf-drain", guid, 0) in comfy.interrupted, timeout_s=5)
