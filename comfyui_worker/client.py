@@ -127,6 +127,10 @@ class ComfyClient:
         """GET /system_stats: version, devices, memory."""
         return self._get_json("/system_stats")
 
+    def ping(self, timeout_s: float = 2.0) -> None:
+        """One quick GET /system_stats with no retries, for readiness probes."""
+        self._checked(self._send_once("GET", "/system_stats", timeout=timeout_s))
+
     def version(self) -> str:
         """ComfyUI's version string, or "unknown" if it does not say."""
         system = self.system_stats().get("system", {})

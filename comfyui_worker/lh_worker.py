@@ -29,6 +29,8 @@ from comfyui_worker.errors import (
     WorkflowError,
 )
 from comfyui_worker.execution import Runner, RunRequest
+from comfyui_worker.health import HealthServer
+from comfyui_worker.metrics import Metrics
 from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.tasks import TaskPreparer
 
@@ -65,7 +67,14 @@ class Trail:
 class TaskHandler:
     """Runs one task at a time on the shared Runner and maps outcomes for LittleHorse."""
 
-    def __init__(self, comfy: ComfySettings, runner: Runner, preparer: TaskPreparer) -> None:
+    def __init__(
+        self,
+        comfy: ComfySettings,
+        runner: Runner,
+        preparer: TaskPreparer,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics
         self.comfy = comfy
         self.runner = runner
         self.preparer = preparer
@@ -91,18 +100,29 @@ class TaskHandler:
                 )
             self._busy.set()
             try:
-                return await asyncio.to_thread(self._run, workflow, wf_run_id, guid, attempt, trail)
+                result = await asyncio.to_thread(
+                    self._run, workflow, wf_run_id, guid, attempt, trail
+                )
             finally:
                 self._busy.clear()
+            if self.metrics:
+                self.metrics.succeeded(result)
+            return result
         except BUSINESS as exc:
+            if self.metrics:
+                self.metrics.failed(exc.name, business=True)
             log.warning("task.business_failure", error=exc.name, message=exc.message)
             trail(f"failed: {exc.name}: {exc.message}")
             raise LHTaskException(exc.name, exc.message, to_variable_value(exc.content())) from None
         except ComfyWorkerError as exc:
+            if self.metrics:
+                self.metrics.failed(exc.name, business=False)
             log.warning("task.technical_failure", error=exc.name, message=exc.message)
             trail(f"failed (will be retried): {exc.name}: {exc.message}")
             raise TaskFailed(f"{exc.name}: {exc.message}") from None
         except Exception as exc:
+            if self.metrics:
+                self.metrics.failed("internal-error", business=False)
             log.exception("task.unexpected_failure")
             trail(f"failed unexpectedly (will be retried): {type(exc).__name__}: {exc}")
             raise TaskFailed(f"internal-error: {type(exc).__name__}: {exc}") from exc
@@ -184,12 +204,15 @@ async def _serve(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
     from comfyui_worker.drain import Drainer
 
     runner = Runner(comfy)
-    handler = TaskHandler(comfy, runner, TaskPreparer(comfy))
+    metrics = Metrics()
+    handler = TaskHandler(comfy, runner, TaskPreparer(comfy), metrics)
+    metrics.track_running(lambda: handler.started_at)
     fn = task_function(handler)
     config = lh_config()
     await asyncio.to_thread(ensure_task_def, config, worker_settings.task_name, fn)
     worker = LHTaskWorker(fn, worker_settings.task_name, config)
     drainer = Drainer(worker, handler, runner, worker_settings.drain_timeout_s)
+    health = _health_server(worker_settings, worker, runner, config, metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drainer.request_stop)
@@ -197,7 +220,42 @@ async def _serve(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
     try:
         return await drainer.run()
     finally:
+        if health is not None:
+            health.stop()
         runner.close()
+
+
+def _health_server(
+    settings: WorkerSettings,
+    worker: LHTaskWorker,
+    runner: Runner,
+    config: LHConfig,
+    metrics: Metrics,
+) -> HealthServer | None:
+    """Start /healthz, /readyz and /metrics unless WORKER_HTTP_PORT is 0."""
+    if settings.http_port == 0:
+        return None
+    from littlehorse.model import TaskDefId
+
+    def alive() -> str | None:
+        health = worker.health()
+        return None if health.healthy else f"LittleHorse worker {health.reason.value}"
+
+    def comfyui() -> None:
+        try:
+            runner.client.ping()
+        except Exception:
+            metrics.comfy_up.set(0)
+            raise
+        metrics.comfy_up.set(1)
+
+    def littlehorse() -> None:
+        config.stub(name="readyz").GetTaskDef(TaskDefId(name=settings.task_name), timeout=2)
+
+    probes = {"comfyui": comfyui, "littlehorse": littlehorse}
+    return HealthServer(
+        settings.http_host, settings.http_port, alive=alive, ready_probes=probes
+    ).start()
 
 
 def register(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:

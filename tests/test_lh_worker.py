@@ -264,3 +264,31 @@ def test_drain_past_grace_interrupts_and_reports_retryable(
         report.status == TaskStatus.TASK_FAILED and "worker-shutting-down" in report.error.message
     )
     wait_until(lambda: prompt_id_for("wf-drain", guid, 0) in comfy.interrupted, timeout_s=5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_health_endpoints_reflect_comfyui_and_count_tasks(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """The worker's /readyz follows ComfyUI and /metrics counts the task it ran."""
+    import httpx
+
+    port = free_port()
+    spawn(WORKER_HTTP_PORT=str(port), WORKER_HTTP_HOST="127.0.0.1")
+    base = f"http://127.0.0.1:{port}"
+    assert run_task(lh, smoke(9)).status == TaskStatus.TASK_SUCCESS
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    assert httpx.get(f"{base}/readyz").json() == {"comfyui": "ok", "littlehorse": "ok"}
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'comfyui_worker_tasks_total{kind="success",outcome="success"} 1.0' in metrics
+    comfy.stop()
+    time.sleep(2.1)  # the readiness verdict is cached for 2 s
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 503 and ready.json()["comfyui"] != "ok"
