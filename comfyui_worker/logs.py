@@ -39,3 +39,14 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("LHConfig").setLevel(logging.ERROR)  # warns on every insecure channel
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_reported_task_traces)
+
+
+def _drop_reported_task_traces(record: logging.LogRecord) -> bool:
+    """Drop the SDK's traceback for failures we already logged as task.*_failure events."""
+    message = str(record.msg)
+    return not (
+        message.startswith("Traceback")
+        and ("LHTaskException: " in message or "lh_worker.TaskFailed: " in message)
+    )

@@ -15,7 +15,12 @@ Test controls (all callable from the test thread): ``execution_time_s``, ``histo
 ``fail_requests``, ``delay_requests``, ``clear_request_faults``, ``drop_websockets``,
 ``restart``, ``stop_http``/``start_http``, ``pause``/``resume``, ``wait_idle``.
 Introspection: ``submitted``, ``executed``, ``cached_runs``, ``interrupted``, ``deleted``,
-``requests``, ``uploads``, ``finish_times``, ``node_times``.
+``requests``, ``uploads``, ``finish_times``, ``node_times``, ``received_times``,
+``started_times`` (all times are ``time.monotonic()``).
+
+Standalone (serves until Ctrl-C or SIGTERM)::
+
+    python -m tests.fakes.comfyui --port 8188 --root /tmp/fake-comfy
 """
 
 from __future__ import annotations
@@ -630,6 +635,8 @@ class FakeComfyUI:
         self.requests: list[tuple[str, str]] = []
         self.uploads: list[dict[str, str]] = []
         self.finish_times: dict[str, float] = {}
+        self.received_times: dict[str, float] = {}  # POST /prompt accepted
+        self.started_times: dict[str, float] = {}  # taken off the queue to execute
         self.node_times: dict[str, dict[str, tuple[float, float]]] = {}
         # --- faults ---
         self._lock = threading.Lock()
@@ -1285,6 +1292,7 @@ class FakeComfyUI:
         if not valid:
             return web.json_response({"error": error_info, "node_errors": node_errors}, status=400)
         self.submitted.append(prompt_id)
+        self.received_times[prompt_id] = time.monotonic()
         entry = _QueueEntry(
             number, prompt_id, next(self._seq), [number, prompt_id, prompt, extra_data, outputs]
         )
@@ -1604,6 +1612,7 @@ class FakeComfyUI:
                 self._wake.clear()
                 await self._wake.wait()
             entry = heapq.heappop(self._queue)
+            self.started_times[entry.prompt_id] = time.monotonic()
             task_id = next(self._task_counter)
             self._running[task_id] = copy.deepcopy(entry.item)
             self._queue_updated()
@@ -2113,3 +2122,36 @@ class FakeComfyUI:
             v.get("size_bytes", 0)
         )
         return {"filename": file, "subfolder": subfolder, "type": "output"}
+
+
+# --- standalone ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the fake until Ctrl-C or SIGTERM (e.g. for ``--comfyui-url`` trials)."""
+    import argparse
+    import signal
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.comfyui", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    parser.add_argument("--port", type=int, default=8188, help="0 picks a free port")
+    parser.add_argument("--root", type=Path, help="directory for output/, temp/, input/")
+    parser.add_argument("--execution-time", type=float, default=0.0, help="seconds per prompt")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.ExitStack() as stack:
+        root = args.root or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        fake = stack.enter_context(FakeComfyUI(root, host=args.host, port=args.port))
+        fake.execution_time_s = args.execution_time
+        print(f"fake ComfyUI listening on {fake.base_url} (files under {root})", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(0.5):
+                pass
+    print("fake ComfyUI stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

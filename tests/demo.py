@@ -1,0 +1,97 @@
+"""Try the whole worker on any machine: ``uv run python -m tests.demo``.
+
+Starts the fake ComfyUI and the fake LittleHorse on 127.0.0.1, registers the
+TaskDef and WfSpec with ``main.py register``, runs the real ``main.py worker``,
+sends it a few tasks the way a WfRun would, prints what LittleHorse receives,
+then stops the worker with SIGTERM (a graceful drain). Outputs land in
+``./output/demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from littlehorse.model import ReportTaskRun, TaskStatus
+
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.littlehorse import FakeLittleHorse
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "output" / "demo"
+TASK = "execute-comfyui-workflow"
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+
+TASKS: list[tuple[str, Any]] = [
+    ("smoke.json as lhctl would send it", json.loads((ROOT / "workflows/smoke.json").read_text())),
+    ("template 'smoke' with a parameter", {"template": "smoke", "params": {"color": 255}}),
+    (
+        "template 'image_resize' with an input image",
+        {
+            "template": "image_resize",
+            "params": {"width": 32, "height": 32},
+            "images": [{"name": "image", "base64": PNG_1PX}],
+        },
+    ),
+    ("a UI-format export (a business error)", {"nodes": [], "links": [], "version": 0.4}),
+    ("a typo in a parameter name", {"template": "smoke", "params": {"colour": 1}}),
+]
+
+
+def describe(report: ReportTaskRun) -> str:
+    """One readable paragraph for a task report."""
+    if report.status == TaskStatus.TASK_SUCCESS:
+        result = json.loads(report.output.json_obj)
+        files = ", ".join(o["relative_path"] for o in result["outputs"])
+        return f"  TASK_SUCCESS prompt {result['prompt_id']}\n  files: {files}\n  timings_ms: {result['timings_ms']}"
+    if report.status == TaskStatus.TASK_EXCEPTION:
+        return f"  TASK_EXCEPTION {report.exception.name}: {report.exception.message}"
+    return f"  TASK_FAILED: {report.error.message.strip().splitlines()[-1]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo (``--output-dir DIR`` to put outputs elsewhere); return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__)
+    parser.add_argument("--output-dir", type=Path, default=OUTPUT)
+    output = parser.parse_args(argv).output_dir.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory() as comfy_root,
+        FakeComfyUI(Path(comfy_root)) as comfy,
+        FakeLittleHorse() as lh,
+    ):
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            **lh.env(),
+            "COMFYUI_BASE_URL": comfy.base_url,
+            "COMFYUI_OUTPUT_DIR": str(output),
+            "WORKER_HTTP_PORT": "0",
+            "WORKER_LOG_LEVEL": "warning",
+        }
+        print(f"fake ComfyUI at {comfy.base_url}, fake LittleHorse at {lh.address}")
+        subprocess.run([sys.executable, "main.py", "register"], cwd=ROOT, env=env, check=True)
+        print(f"registered TaskDef {TASK!r} and WfSpec 'comfyui-generate'")
+        worker = subprocess.Popen([sys.executable, "main.py", "worker"], cwd=ROOT, env=env)
+        try:
+            lh.wait_polling(timeout_s=30)
+            for title, workflow in TASKS:
+                guid = uuid.uuid4().hex
+                lh.schedule(TASK, [workflow], wf_run_id="demo", task_guid=guid)
+                print(f"\n{title}:\n{describe(lh.wait_report(guid, timeout_s=60))}")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=60)
+        print(f"\nworker drained and exited with {code}; outputs are under {output}")
+        return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

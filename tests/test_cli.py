@@ -1,0 +1,184 @@
+"""``main.py`` as a user runs it: run, check, register, exit codes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.littlehorse import FakeLittleHorse
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_1PX = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+
+
+def main_py(
+    *args: str, env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {"PATH": os.environ.get("PATH", ""), "WORKER_LOG_LEVEL": "warning", **env}
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def comfy_env(comfy: FakeComfyUI, out: Path) -> dict[str, str]:
+    return {
+        "COMFYUI_BASE_URL": comfy.base_url,
+        "COMFYUI_OUTPUT_DIR": str(out),
+        "COMFYUI_POLL_INTERVAL_SEC": "0.2",
+    }
+
+
+def test_run_smoke_prints_the_result_and_progress(comfy: FakeComfyUI, tmp_path: Path):
+    """`run workflows/smoke.json` exits 0, prints result JSON on stdout and progress on stderr."""
+    done = main_py(
+        "run",
+        "workflows/smoke.json",
+        "--param",
+        "color=255",
+        env=comfy_env(comfy, tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "success" and result["params"]["color"] == 255
+    assert Path(result["outputs"][0]["path"]).is_file()
+    assert "node 3/3" in done.stderr
+
+
+def test_run_output_dir_flag_overrides_the_setting(comfy: FakeComfyUI, tmp_path: Path):
+    """--output-dir puts the files elsewhere than COMFYUI_OUTPUT_DIR."""
+    done = main_py(
+        "run",
+        "workflows/smoke.json",
+        "--output-dir",
+        str(tmp_path / "other"),
+        env=comfy_env(comfy, tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output_dir"].startswith(str(tmp_path / "other"))
+
+
+def test_run_with_an_input_image_envelope(comfy: FakeComfyUI, tmp_path: Path):
+    """A task envelope with a base64 image uploads it and runs the image_resize template."""
+    task = {
+        "template": "image_resize",
+        "params": {"width": 32, "height": 32},
+        "images": [{"name": "image", "base64": base64.b64encode(PNG_1PX).decode()}],
+    }
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(task))
+    done = main_py("run", str(path), env=comfy_env(comfy, tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert len(comfy.uploads) == 1 and json.loads(done.stdout)["template"] == "image_resize"
+
+
+def test_invalid_workflow_exits_4_with_one_line(comfy: FakeComfyUI, tmp_path: Path):
+    """A UI-format file exits 4 with one clear error line and nothing on stdout."""
+    path = tmp_path / "ui.json"
+    path.write_text(json.dumps({"nodes": [], "links": []}))
+    done = main_py("run", str(path), env=comfy_env(comfy, tmp_path / "out"))
+    assert done.returncode == 4 and done.stdout == ""
+    assert done.stderr.startswith("error [invalid-workflow]:") and "API" in done.stderr
+
+
+def test_execution_failure_exits_5(comfy: FakeComfyUI, tmp_path: Path):
+    """A node raising in ComfyUI exits 5."""
+    done = main_py(
+        "run",
+        "workflows/smoke.json",
+        "--set",
+        "3.filename_prefix=../../escape",
+        env=comfy_env(comfy, tmp_path / "out"),
+    )
+    assert done.returncode == 5 and "error [execution-failed]" in done.stderr
+
+
+def test_unreachable_comfyui_exits_6(tmp_path: Path):
+    """With nothing listening, the run exits 6 naming the URL."""
+    env = {
+        "COMFYUI_BASE_URL": "http://127.0.0.1:9",
+        "COMFYUI_OUTPUT_DIR": str(tmp_path),
+        "COMFYUI_HTTP_RETRIES": "0",
+    }
+    done = main_py("run", "workflows/smoke.json", env=env)
+    assert done.returncode == 6 and "127.0.0.1:9 is unreachable" in done.stderr
+
+
+def test_missing_setting_exits_3_naming_the_variable(tmp_path: Path):
+    """A missing or malformed variable stops start-up with one line per variable."""
+    done = main_py(
+        "run",
+        "workflows/smoke.json",
+        env={"COMFYUI_OUTPUT_DIR": str(tmp_path), "COMFYUI_POLL_INTERVAL_SEC": "soon"},
+    )
+    assert done.returncode == 3
+    assert "COMFYUI_BASE_URL: is required but not set" in done.stderr
+    assert "COMFYUI_POLL_INTERVAL_SEC:" in done.stderr
+
+
+def test_more_than_one_worker_thread_is_refused(tmp_path: Path):
+    """LHW_NUM_WORKER_THREADS other than 1 is explained and refused."""
+    done = main_py("worker", env={"LHW_NUM_WORKER_THREADS": "4"})
+    assert done.returncode == 3 and "one worker drives one ComfyUI" in done.stderr
+
+
+def test_check_reports_comfyui_output_dir_and_templates(comfy: FakeComfyUI, tmp_path: Path):
+    """`check` prints the ComfyUI version, a writable output dir and each template's parameters."""
+    done = main_py("check", env=comfy_env(comfy, tmp_path / "out"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ComfyUI 0.3.64 reachable" in done.stdout
+    assert "is writable" in done.stdout
+    assert "template smoke(" in done.stdout and "template image_resize(image" in done.stdout
+
+
+def test_check_fails_when_comfyui_is_down_or_a_template_is_broken(tmp_path: Path):
+    """`check` names the broken template file and exits non-zero when ComfyUI is down."""
+    workflows = tmp_path / "wf"
+    workflows.mkdir()
+    (workflows / "broken.json").write_text("{not json")
+    env = {
+        "COMFYUI_BASE_URL": "http://127.0.0.1:9",
+        "COMFYUI_OUTPUT_DIR": str(tmp_path / "o"),
+        "COMFYUI_HTTP_RETRIES": "0",
+        "COMFYUI_WORKFLOWS_DIR": str(workflows),
+    }
+    done = main_py("check", env=env)
+    assert done.returncode == 6
+    assert "FAIL  ComfyUI" in done.stdout and "FAIL  template file broken.json: " in done.stdout
+
+
+def test_register_deploys_task_def_and_wf_spec(comfy: FakeComfyUI, tmp_path: Path):
+    """`register` puts the TaskDef and the comfyui-generate WfSpec with a long timeout and retries."""
+    with FakeLittleHorse() as lh:
+        done = main_py(
+            "register",
+            env={**lh.env(), **comfy_env(comfy, tmp_path), "COMFYUI_HISTORY_TIMEOUT_SEC": "900"},
+        )
+        assert done.returncode == 0, done.stderr
+        assert "execute-comfyui-workflow" in lh.task_defs
+        spec = lh.wf_specs["comfyui-generate"]
+    thread = spec.thread_specs[spec.entrypoint_thread_name]
+    task_nodes = [n for n in thread.nodes.values() if n.HasField("task")]
+    [node] = task_nodes
+    assert node.task.timeout_seconds > 900 and node.task.retries == 3
+    assert node.task.exponential_backoff.base_interval_ms > 0
+    handled = {h.specific_failure for h in node.failure_handlers}
+    assert {
+        "invalid-workflow",
+        "execution-failed",
+        "output-rejected",
+        "execution-interrupted",
+        "TASK_ERROR",
+    } <= handled
+    assert thread.variable_defs[0].var_def.name == "workflow"

@@ -1,0 +1,27 @@
+"""The README's quick-start demo keeps working."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_every_task_and_drains(tmp_path: Path):
+    """`python -m tests.demo` gets three successes, two named business errors, and exits 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.demo", "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("TASK_SUCCESS") == 3
+    assert done.stdout.count("TASK_EXCEPTION invalid-workflow") == 2
+    assert "did you mean 'color'?" in done.stdout
+    assert len(list(tmp_path.rglob("manifest.json"))) == 3
