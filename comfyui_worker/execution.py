@@ -148,15 +148,20 @@ class Runner:
                 prompt_id,
                 timeout_s=self.settings.history_timeout_s,
                 poll_interval_s=self.settings.poll_interval_s,
-                on_event=on_event,
+                on_event=_announcing_start(on_event, say),
                 abort=self._abort,
             )
         clock.detected = finished.detected_at
         result = self._finish(request, prompt_id, finished.entry, clock)
+        timings = result["timings_ms"]
+        size = sum(o["size_bytes"] for o in result["outputs"])
         say(
-            f"finished: {len(result['outputs'])} files saved, "
-            f"comfyui {result['timings_ms']['comfy_execution']} ms, "
-            f"total {result['timings_ms']['total']} ms"
+            f"downloaded {len(result['outputs'])} files ({size} bytes) "
+            f"in {timings['downloading']} ms"
+        )
+        say(
+            f"finished: comfyui executed in {timings['comfy_execution']} ms, "
+            f"queued {timings['queued']} ms, total {timings['total']} ms"
         )
         return result
 
@@ -247,6 +252,18 @@ class Runner:
         manifest["created_at"] = datetime.now(UTC).isoformat()
         write_manifest(run_dir, manifest, fsync=self.settings.fsync)
         return result
+
+
+def _announcing_start(on_event: ProgressCallback | None, say: Trail) -> ProgressCallback:
+    """Pass events on, and note in the trail when ComfyUI starts executing."""
+
+    def forward(kind: str, data: dict[str, Any]) -> None:
+        if kind == "execution_start":
+            say("ComfyUI started executing")
+        if on_event is not None:
+            on_event(kind, data)
+
+    return forward
 
 
 def _succeeded(entry: dict[str, Any]) -> bool:

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -68,19 +69,13 @@ class TaskHandler:
     """Runs one task at a time on the shared Runner and maps outcomes for LittleHorse."""
 
     def __init__(
-        self,
-        comfy: ComfySettings,
-        runner: Runner,
-        preparer: TaskPreparer,
-        metrics: Metrics | None = None,
+        self, runner: Runner, preparer: TaskPreparer, metrics: Metrics | None = None
     ) -> None:
         self.metrics = metrics
-        self.comfy = comfy
         self.runner = runner
         self.preparer = preparer
         self.draining = False
         self._busy = threading.Event()
-        self.current_prompt_id: str | None = None
         self.started_at: float | None = None
 
     def is_busy(self) -> bool:
@@ -132,7 +127,7 @@ class TaskHandler:
     ) -> dict[str, Any]:
         prompt_id = prompt_id_for(wf_run_id, guid, attempt)
         structlog.contextvars.bind_contextvars(prompt_id=prompt_id)
-        self.current_prompt_id, self.started_at = prompt_id, time.monotonic()
+        self.started_at = time.monotonic()
         try:
             prepared = self.preparer.prepare(workflow, unique_prefix=guid[:12])
             request = RunRequest(
@@ -155,7 +150,7 @@ class TaskHandler:
                 raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
             raise
         finally:
-            self.current_prompt_id, self.started_at = None, None
+            self.started_at = None
 
 
 def _safe(value: str) -> str:
@@ -163,15 +158,23 @@ def _safe(value: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in value).lstrip(".") or "_"
 
 
-def task_function(handler: TaskHandler) -> Any:
+Execute = Callable[[dict[str, Any], WorkerContext], Awaitable[dict[str, Any]]]
+
+
+def task_function(execute: Execute) -> Execute:
     """The function the SDK inspects: JSON_OBJ in, JSON_OBJ out, context last."""
 
     async def execute_comfyui_workflow(
         workflow: dict[str, Any], ctx: WorkerContext
     ) -> dict[str, Any]:
-        return await handler.execute(workflow, ctx)
+        return await execute(workflow, ctx)
 
     return execute_comfyui_workflow
+
+
+async def _not_served(workflow: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+    """Stands in for the handler where only the TaskDef's signature is needed."""
+    raise TaskFailed("this process only registers the TaskDef; it does not execute tasks")
 
 
 def lh_config() -> LHConfig:
@@ -205,9 +208,9 @@ async def _serve(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
 
     runner = Runner(comfy)
     metrics = Metrics()
-    handler = TaskHandler(comfy, runner, TaskPreparer(comfy), metrics)
+    handler = TaskHandler(runner, TaskPreparer(comfy), metrics)
     metrics.track_running(lambda: handler.started_at)
-    fn = task_function(handler)
+    fn = task_function(handler.execute)
     config = lh_config()
     await asyncio.to_thread(ensure_task_def, config, worker_settings.task_name, fn)
     worker = LHTaskWorker(fn, worker_settings.task_name, config)
@@ -265,7 +268,7 @@ def register(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
     from comfyui_worker.wfspec import build_workflow
 
     config = lh_config()
-    fn = task_function(TaskHandler(comfy, None, None))  # type: ignore[arg-type]
+    fn = task_function(_not_served)
     ensure_task_def(config, worker_settings.task_name, fn)
     create_workflow_spec(build_workflow(comfy, worker_settings.task_name), config, timeout=30)
     log.info("lh.wf_spec_registered", wf_spec="comfyui-generate")

@@ -139,7 +139,8 @@ def test_success_reports_the_result_and_saves_files(
         tmp_path / "out" / "wf-success" / guid
     )
     log = report.log_output.str
-    assert "submitted prompt" in log and "1 files saved" in log
+    assert "submitted prompt" in log and "ComfyUI started executing" in log
+    assert "downloaded 1 files" in log and "finished: comfyui executed in" in log
     assert lh.task_defs[TASK].input_vars[0].name == "workflow"
 
 
@@ -292,3 +293,24 @@ def test_health_endpoints_reflect_comfyui_and_count_tasks(
     time.sleep(2.1)  # the readiness verdict is cached for 2 s
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 503 and ready.json()["comfyui"] != "ok"
+
+
+def test_sigterm_hands_back_the_parked_task_at_once(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """The task the SDK claimed and parked (N+1) is reported retryable on drain, not left to time out."""
+    comfy.execution_time_s = 1.5
+    worker = spawn()
+    running, parked = uuid.uuid4().hex, uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(10)], task_guid=running)
+    lh.wait_delivered(running)
+    lh.schedule(TASK, [smoke(11)], task_guid=parked)
+    lh.wait_delivered(parked)  # one worker thread, yet the SDK claims a second task
+    assert worker.stop(signal.SIGTERM) == 0, worker.logs()
+    assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
+    handed_back = lh.wait_report(parked, timeout_s=5)
+    assert (
+        handed_back.status == TaskStatus.TASK_FAILED
+        and "worker-shutting-down" in handed_back.error.message
+    )
+    assert len(comfy.submitted) == 1
