@@ -43,4 +43,4 @@ def test_a_terminal_gets_a_bar_that_is_closed_before_the_next_line():
     progress("progress", {"value": 10, "max": 20})
     progress("executing", {"node": "3"})
     text = out.getvalue()
-    assert "\r  [############------------] step 10/20\nnode 1/3: 3 (SaveImage)\n" == text
+    assert text == "\r  [############------------] step 10/20\nnode 1/3: 3 (SaveImage)\n"
