@@ -6,6 +6,7 @@ and raises only ``errors.ComfyWorkerError`` subclasses.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from comfyui_worker.waiting import Finished, outcome, wait_or_cancel
 log = structlog.get_logger("comfyui_worker.execution")
 
 Trail = Callable[[str], None]
+MAX_RESULT_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,26 @@ class Runner:
         manifest = {**result, "text": collected.text, "text_truncated": False}
         manifest["created_at"] = datetime.now(UTC).isoformat()
         write_manifest(run_dir, manifest, fsync=self.settings.fsync)
+        return bounded_result(result)
+
+
+def bounded_result(result: dict[str, Any], limit_bytes: int = MAX_RESULT_BYTES) -> dict[str, Any]:
+    """Keep the task output far below LittleHorse's ~1 MB record limit.
+
+    With thousands of outputs (video frames) the list is cut; ``manifest.json``
+    always lists every file.
+    """
+    outputs = result["outputs"]
+    if len(json.dumps(result)) <= limit_bytes:
         return result
+    per_output = max(len(json.dumps(outputs)) // max(len(outputs), 1), 1)
+    keep = max((limit_bytes // 2) // per_output, 1)
+    return {
+        **result,
+        "outputs": outputs[:keep],
+        "outputs_total": len(outputs),
+        "outputs_truncated": True,
+    }
 
 
 def _announcing_start(on_event: ProgressCallback | None, say: Trail) -> ProgressCallback:

@@ -86,7 +86,12 @@ class TaskHandler:
         """The task function body: run, then translate errors at this one boundary."""
         wf_run_id, guid, attempt = ctx.wf_run_id.id, ctx.idempotency_key, ctx.attempt_number
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(wf_run_id=wf_run_id, task_guid=guid, attempt=attempt)
+        structlog.contextvars.bind_contextvars(
+            wf_run_id=wf_run_id,
+            task_guid=guid,
+            attempt=attempt,
+            prompt_id=prompt_id_for(wf_run_id, guid, attempt),
+        )
         trail = Trail(ctx)
         try:
             if self.draining:
@@ -126,7 +131,6 @@ class TaskHandler:
         self, workflow: dict[str, Any], wf_run_id: str, guid: str, attempt: int, trail: Trail
     ) -> dict[str, Any]:
         prompt_id = prompt_id_for(wf_run_id, guid, attempt)
-        structlog.contextvars.bind_contextvars(prompt_id=prompt_id)
         self.started_at = time.monotonic()
         try:
             prepared = self.preparer.prepare(workflow, unique_prefix=guid[:12])

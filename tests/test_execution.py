@@ -369,3 +369,15 @@ def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI)
     comfy.clear_failures()
     result = runner.run(request(smoke(color=15), earlier_prompt_ids=(earlier,)))
     assert result["prompt_id"] != earlier and len(comfy.submitted) == 2
+
+
+def test_huge_output_lists_are_cut_in_the_result_not_the_manifest():
+    """A result over the size budget keeps a prefix of outputs and says how many there are."""
+    from comfyui_worker.execution import bounded_result
+
+    outputs = [{"node_id": "9", "filename": f"frame_{i:05}.png", "path": "/x" * 50} for i in range(5000)]
+    result = bounded_result({"prompt_id": "p", "outputs": outputs}, limit_bytes=100_000)
+    assert result["outputs_truncated"] and result["outputs_total"] == 5000
+    assert 0 < len(result["outputs"]) < 5000 and len(json.dumps(result)) <= 100_000
+    small = {"prompt_id": "p", "outputs": outputs[:3]}
+    assert bounded_result(small, limit_bytes=100_000) is small
