@@ -147,6 +147,14 @@ class EventStream:
         self._socket = sock
         if self._stop.is_set():  # close() ran while we were connecting
             sock.close()
+
+    def _on_registered(self) -> None:
+        """ComfyUI's first ``status`` (with our sid) means events will reach us now.
+
+        The handshake completes before ComfyUI files the socket under our client id,
+        so "open" alone is too early to submit a prompt whose events we want.
+        """
+        if self._connected.is_set():
             return
         self._connected.set()
         self.connects += 1
@@ -172,6 +180,8 @@ class EventStream:
         if not isinstance(data, dict):
             return
         if kind == "status":  # queue changed: a prompt was queued, started or finished
+            if "sid" in data:
+                self._on_registered()
             self.wake_all()
             return
         prompt_id = data.get("prompt_id")

@@ -24,12 +24,11 @@ from littlehorse.model import ReportTaskRun, TaskStatus
 
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.littlehorse import FakeLittleHorse
+from tests.graphs import PNG_1PX_BASE64
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "output" / "demo"
 TASK = "execute-comfyui-workflow"
-PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
-
 TASKS: list[tuple[str, Any]] = [
     ("smoke.json as lhctl would send it", json.loads((ROOT / "workflows/smoke.json").read_text())),
     ("template 'smoke' with a parameter", {"template": "smoke", "params": {"color": 255}}),
@@ -38,7 +37,7 @@ TASKS: list[tuple[str, Any]] = [
         {
             "template": "image_resize",
             "params": {"width": 32, "height": 32},
-            "images": [{"name": "image", "base64": PNG_1PX}],
+            "images": [{"name": "image", "base64": PNG_1PX_BASE64}],
         },
     ),
     ("a UI-format export (a business error)", {"nodes": [], "links": [], "version": 0.4}),

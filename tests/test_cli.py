@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -11,11 +10,9 @@ from pathlib import Path
 
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.littlehorse import FakeLittleHorse
+from tests.graphs import PNG_1PX_BASE64
 
 ROOT = Path(__file__).resolve().parent.parent
-PNG_1PX = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
-)
 
 
 def main_py(
@@ -42,6 +39,7 @@ def comfy_env(comfy: FakeComfyUI, out: Path) -> dict[str, str]:
 
 def test_run_smoke_prints_the_result_and_progress(comfy: FakeComfyUI, tmp_path: Path):
     """`run workflows/smoke.json` exits 0, prints result JSON on stdout and progress on stderr."""
+    comfy.execution_time_s = 0.3  # node events arrive before completion, as on a real GPU
     done = main_py(
         "run",
         "workflows/smoke.json",
@@ -74,7 +72,7 @@ def test_run_with_an_input_image_envelope(comfy: FakeComfyUI, tmp_path: Path):
     task = {
         "template": "image_resize",
         "params": {"width": 32, "height": 32},
-        "images": [{"name": "image", "base64": base64.b64encode(PNG_1PX).decode()}],
+        "images": [{"name": "image", "base64": PNG_1PX_BASE64}],
     }
     path = tmp_path / "task.json"
     path.write_text(json.dumps(task))

@@ -25,20 +25,7 @@ from comfyui_worker.execution import Runner, RunRequest
 from comfyui_worker.settings import ComfySettings
 from tests.conftest import make_settings, wait_until
 from tests.fakes.comfyui import FakeComfyUI
-
-
-def smoke(color: int = 0, prefix: str = "smoke/test") -> dict[str, Any]:
-    return {
-        "1": {
-            "class_type": "EmptyImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color},
-        },
-        "2": {
-            "class_type": "ImageBlur",
-            "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0},
-        },
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
-    }
+from tests.graphs import smoke
 
 
 def multi() -> dict[str, Any]:
@@ -375,7 +362,9 @@ def test_huge_output_lists_are_cut_in_the_result_not_the_manifest():
     """A result over the size budget keeps a prefix of outputs and says how many there are."""
     from comfyui_worker.execution import bounded_result
 
-    outputs = [{"node_id": "9", "filename": f"frame_{i:05}.png", "path": "/x" * 50} for i in range(5000)]
+    outputs = [
+        {"node_id": "9", "filename": f"frame_{i:05}.png", "path": "/x" * 50} for i in range(5000)
+    ]
     result = bounded_result({"prompt_id": "p", "outputs": outputs}, limit_bytes=100_000)
     assert result["outputs_truncated"] and result["outputs_total"] == 5000
     assert 0 < len(result["outputs"]) < 5000 and len(json.dumps(result)) <= 100_000

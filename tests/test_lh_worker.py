@@ -20,26 +20,10 @@ from comfyui_worker.lh_worker import prompt_id_for
 from tests.conftest import wait_until
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.littlehorse import FakeLittleHorse
+from tests.graphs import smoke
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "execute-comfyui-workflow"
-
-
-def smoke(color: int) -> dict[str, Any]:
-    return {
-        "1": {
-            "class_type": "EmptyImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color},
-        },
-        "2": {
-            "class_type": "ImageBlur",
-            "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0},
-        },
-        "3": {
-            "class_type": "SaveImage",
-            "inputs": {"images": ["2", 0], "filename_prefix": "lh/test"},
-        },
-    }
 
 
 class WorkerProcess:
