@@ -370,3 +370,22 @@ def test_huge_output_lists_are_cut_in_the_result_not_the_manifest():
     assert 0 < len(result["outputs"]) < 5000 and len(json.dumps(result)) <= 100_000
     small = {"prompt_id": "p", "outputs": outputs[:3]}
     assert bounded_result(small, limit_bytes=100_000) is small
+
+
+def test_preflight_sees_a_model_added_after_the_cache_was_filled(
+    runner: Runner, comfy: FakeComfyUI
+):
+    """A checkpoint copied in after a failure is found: the cache is refreshed before failing."""
+    graph = {
+        "1": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "new_model.safetensors"},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    with pytest.raises(InvalidWorkflowError, match="new_model"):
+        runner.run(request(graph))
+    comfy.checkpoints = [*comfy.checkpoints, "new_model.safetensors"]
+    with pytest.raises(InvalidWorkflowError, match="Return type mismatch"):  # now ComfyUI's own 400
+        runner.run(request(graph))
+    assert comfy.submitted == []

@@ -298,3 +298,22 @@ def test_sigterm_hands_back_the_parked_task_at_once(
         and "worker-shutting-down" in handed_back.error.message
     )
     assert len(comfy.submitted) == 1
+
+
+def test_template_task_with_an_input_image(lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI):
+    """A template task uploads its image under a per-task name and reports the params used."""
+    from tests.graphs import PNG_1PX_BASE64
+
+    spawn()
+    guid = uuid.uuid4().hex
+    task = {
+        "template": "image_resize",
+        "params": {"width": 16},
+        "images": [{"name": "image", "base64": PNG_1PX_BASE64}],
+    }
+    report = run_task(lh, task, guid=guid)
+    assert report.status == TaskStatus.TASK_SUCCESS, report
+    result = json.loads(report.output.json_obj)
+    assert result["template"] == "image_resize" and result["params"]["width"] == 16
+    [upload] = comfy.uploads
+    assert guid[:12] in json.dumps(upload)
