@@ -139,12 +139,13 @@ class _WebSocketOnly:
             if not isinstance(raw, str):
                 continue
             message = json.loads(raw)
-            data = message.get("data") or {}
-            if message.get("type") == "execution_success" and data.get("prompt_id") == prompt_id:
+            kind, data = message.get("type"), message.get("data") or {}
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if kind == "execution_success":
                 return time.monotonic()
-            if message.get("type") in ("execution_error", "execution_interrupted"):
-                if data.get("prompt_id") == prompt_id:
-                    raise RuntimeError(f"prompt {prompt_id} failed: {message}")
+            if kind in ("execution_error", "execution_interrupted"):
+                raise RuntimeError(f"prompt {prompt_id} failed: {message}")
 
 
 def _poll(http: httpx.Client, graph: dict[str, Any], prompt_id: str, interval_s: float) -> float:

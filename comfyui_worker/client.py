@@ -26,6 +26,7 @@ from comfyui_worker.settings import ComfySettings
 
 Graph = dict[str, Any]
 RETRIED = (ComfyUnavailableError, ComfyServerError)
+CHUNK_BYTES = 1024 * 1024  # bigger chunks measured no faster here
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class ComfyClient:
                 yield ViewStream(
                     content_type=response.headers.get("content-type"),
                     content_length=int(length) if length and length.isdigit() else None,
-                    chunks=_mapped(response.iter_bytes(1024 * 1024), self.base_url),
+                    chunks=_mapped(response.iter_bytes(CHUNK_BYTES), self.base_url),
                 )
         except httpx.TransportError as exc:
             raise _unavailable(exc, self.base_url) from exc

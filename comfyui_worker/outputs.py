@@ -24,6 +24,7 @@ import structlog
 
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.errors import OutputRejectedError, WorkerShuttingDownError
+from comfyui_worker.filesink import FileSink
 
 log = structlog.get_logger("comfyui_worker.outputs")
 
@@ -206,27 +207,27 @@ class Downloader:
             dir=target.parent, prefix=f".{target.name}.", suffix=".part"
         )
         try:
-            with (
-                os.fdopen(fd, "wb") as sink,
-                self.client.view(ref.filename, ref.subfolder, ref.comfy_type) as stream,
-            ):
+            with self.client.view(ref.filename, ref.subfolder, ref.comfy_type) as stream:
                 self._check_size(ref, stream.content_length or 0)
-                digest, size = hashlib.sha256(), 0
-                for chunk in stream.chunks:
-                    size += len(chunk)
-                    self._check_size(ref, size)
-                    digest.update(chunk)
-                    sink.write(chunk)
-                os.fchmod(sink.fileno(), 0o644)  # mkstemp's 0600 would hide it from readers
-                if self.fsync:
-                    sink.flush()
-                    os.fsync(sink.fileno())
-            os.replace(tmp_name, target)
+                sink = FileSink(fd, fsync=self.fsync, expected_bytes=stream.content_length)
+                try:
+                    size = 0
+                    for chunk in stream.chunks:
+                        size += len(chunk)
+                        self._check_size(ref, size)
+                        sink.write(chunk)
+                    digest = sink.finish()
+                finally:
+                    sink.abandon()
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from readers
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        return size, digest.hexdigest(), _media_type(stream.content_type, ref.filename)
+        os.close(fd)
+        os.replace(tmp_name, target)
+        return size, digest, _media_type(stream.content_type, ref.filename)
 
     def _check_size(self, ref: OutputRef, size: int) -> None:
         if size > self.max_bytes:
