@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             from comfyui_worker.checks import run_checks
 
             return run_checks(load_comfy(), worker_settings)
-        from comfyui_worker import lh_worker
+        from comfyui_worker import service
 
         comfy = load_comfy()
         if command == "register":
-            return lh_worker.register(comfy, worker_settings)
-        return lh_worker.serve(comfy, worker_settings)
+            return service.register(comfy, worker_settings)
+        return service.serve(comfy, worker_settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

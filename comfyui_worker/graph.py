@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 from collections.abc import Iterable
 from typing import Any, TypeGuard
 
@@ -161,3 +162,9 @@ def _request_body_hint(obj: dict[Any, Any]) -> str:
     if isinstance(obj.get("prompt"), dict):
         return " (this looks like a /prompt request body: pass the value of its 'prompt' key)"
     return ""
+
+
+def show_value(value: object) -> str:
+    """Render a value briefly for an error message."""
+    text = f"'{value}'" if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -25,13 +25,13 @@ from typing import Any, Literal, get_args
 from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.graph import (
     Graph,
-    close_matches,
     did_you_mean,
     is_link,
     quote_list,
-    sorted_ids,
+    show_value,
     validate_graph,
 )
+from comfyui_worker.overrides import apply_overrides, locate_input
 
 ParamType = Literal["int", "float", "string", "bool", "any", "image"]
 PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
@@ -409,12 +409,6 @@ def json_type(value: object) -> str:
     return "object" if isinstance(value, dict) else type(value).__name__
 
 
-def _show(value: object) -> str:
-    """Render a value briefly for an error message."""
-    text = f"'{value}'" if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def coerce(type_: str, value: Any) -> Any:
     """Check ``value`` against a parameter type; ints become floats for float."""
     if type_ == "any":
@@ -431,7 +425,7 @@ def coerce(type_: str, value: Any) -> Any:
     if type_ in ("string", "image") and isinstance(value, str):
         return value
     wanted = "string" if type_ == "image" else type_
-    raise ValueError(f"must be {wanted}, got {json_type(value)} {_show(value)}")
+    raise ValueError(f"must be {wanted}, got {json_type(value)} {show_value(value)}")
 
 
 def draw_seed() -> int:
@@ -531,69 +525,3 @@ def _set_targets(graph: Graph, spec: ParamSpec, value: Any) -> None:
     """Write a parameter's value to each of its targets (a copy each time)."""
     for target in spec.targets:
         graph[target.node_id]["inputs"][target.input] = copy.deepcopy(value)
-
-
-def locate_input(graph: Graph, key: str) -> tuple[str, str]:
-    """Split ``"node_id.input_name"`` at the last dot and check both exist."""
-    node_id, dot, input_name = key.rpartition(".")
-    if not dot or not node_id or not input_name:
-        raise InvalidWorkflowError(
-            f'\'{key}\' must have the form "node_id.input_name", e.g. "3.seed"', key=key
-        )
-    if node_id not in graph:
-        ids = sorted_ids(graph)
-        raise InvalidWorkflowError(
-            f"'{key}': there is no node '{node_id}'{did_you_mean(node_id, ids)}; "
-            f"node ids: {quote_list(ids)}",
-            key=key,
-            node_id=node_id,
-            available=ids,
-        )
-    node = graph[node_id]
-    inputs = list(node["inputs"])
-    if input_name not in node["inputs"]:
-        raise InvalidWorkflowError(
-            f"'{key}': node '{node_id}' ({node['class_type']}) has no input "
-            f"'{input_name}'{did_you_mean(input_name, inputs)}; its inputs: {quote_list(inputs)}",
-            key=key,
-            node_id=node_id,
-            input=input_name,
-            available=inputs,
-        )
-    return node_id, input_name
-
-
-def apply_overrides(graph: Graph, overrides: Mapping[str, Any]) -> Graph:
-    """Set ``{"node_id.input_name": value}`` on a copy of ``graph``; report all errors."""
-    result = copy.deepcopy(graph)
-    problems: list[str] = []
-    for key, value in overrides.items():
-        try:
-            _override(result, key, value)
-        except InvalidWorkflowError as exc:
-            problems.append(exc.message)
-    if problems:
-        raise InvalidWorkflowError(
-            "bad overrides: " + "; ".join(problems), problems=problems, overrides=list(overrides)
-        )
-    return result
-
-
-def _override(graph: Graph, key: str, value: Any) -> None:
-    """Apply one override, refusing to cut a link or to link to a missing node."""
-    node_id, input_name = locate_input(graph, key)
-    current = graph[node_id]["inputs"][input_name]
-    if is_link(current) and not is_link(value):
-        raise InvalidWorkflowError(
-            f"'{key}' is a link from node '{current[0]}' output {current[1]}; an override "
-            f"may only replace it with another link [node_id, output_index], got {_show(value)}"
-        )
-    if is_link(value) and value[0] not in graph:
-        ids = sorted_ids(graph)
-        close = close_matches(value[0], ids)
-        raise InvalidWorkflowError(
-            f"'{key}' links to node '{value[0]}', which does not exist"
-            + (f" (did you mean '{close[0]}'?)" if close else "")
-            + f"; node ids: {quote_list(ids)}"
-        )
-    graph[node_id]["inputs"][input_name] = copy.deepcopy(value)

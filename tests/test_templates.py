@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from comfyui_worker.errors import InvalidWorkflowError
+from comfyui_worker.overrides import apply_overrides
 from comfyui_worker.templates import (
     SEED_LIMIT,
     Template,
-    apply_overrides,
     load_template,
     load_templates,
     render,

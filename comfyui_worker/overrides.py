@@ -1,0 +1,88 @@
+"""Direct overrides: set any input by ``"node_id.input_name"``, on templates and raw graphs.
+
+Applied after parameters. A mistake names the node or input and suggests close
+matches; an override may replace a link only with another link to an existing node.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from comfyui_worker.errors import InvalidWorkflowError
+from comfyui_worker.graph import (
+    Graph,
+    close_matches,
+    did_you_mean,
+    is_link,
+    quote_list,
+    show_value,
+    sorted_ids,
+)
+
+
+def locate_input(graph: Graph, key: str) -> tuple[str, str]:
+    """Split ``"node_id.input_name"`` at the last dot and check both exist."""
+    node_id, dot, input_name = key.rpartition(".")
+    if not dot or not node_id or not input_name:
+        raise InvalidWorkflowError(
+            f'\'{key}\' must have the form "node_id.input_name", e.g. "3.seed"', key=key
+        )
+    if node_id not in graph:
+        ids = sorted_ids(graph)
+        raise InvalidWorkflowError(
+            f"'{key}': there is no node '{node_id}'{did_you_mean(node_id, ids)}; "
+            f"node ids: {quote_list(ids)}",
+            key=key,
+            node_id=node_id,
+            available=ids,
+        )
+    node = graph[node_id]
+    inputs = list(node["inputs"])
+    if input_name not in node["inputs"]:
+        raise InvalidWorkflowError(
+            f"'{key}': node '{node_id}' ({node['class_type']}) has no input "
+            f"'{input_name}'{did_you_mean(input_name, inputs)}; its inputs: {quote_list(inputs)}",
+            key=key,
+            node_id=node_id,
+            input=input_name,
+            available=inputs,
+        )
+    return node_id, input_name
+
+
+def apply_overrides(graph: Graph, overrides: Mapping[str, Any]) -> Graph:
+    """Set ``{"node_id.input_name": value}`` on a copy of ``graph``; report all errors."""
+    result = copy.deepcopy(graph)
+    problems: list[str] = []
+    for key, value in overrides.items():
+        try:
+            _override(result, key, value)
+        except InvalidWorkflowError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise InvalidWorkflowError(
+            "bad overrides: " + "; ".join(problems), problems=problems, overrides=list(overrides)
+        )
+    return result
+
+
+def _override(graph: Graph, key: str, value: Any) -> None:
+    """Apply one override, refusing to cut a link or to link to a missing node."""
+    node_id, input_name = locate_input(graph, key)
+    current = graph[node_id]["inputs"][input_name]
+    if is_link(current) and not is_link(value):
+        raise InvalidWorkflowError(
+            f"'{key}' is a link from node '{current[0]}' output {current[1]}; an override may "
+            f"only replace it with another link [node_id, output_index], got {show_value(value)}"
+        )
+    if is_link(value) and value[0] not in graph:
+        ids = sorted_ids(graph)
+        close = close_matches(value[0], ids)
+        raise InvalidWorkflowError(
+            f"'{key}' links to node '{value[0]}', which does not exist"
+            + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; node ids: {quote_list(ids)}"
+        )
+    graph[node_id]["inputs"][input_name] = copy.deepcopy(value)
