@@ -112,6 +112,7 @@ def test_success_reports_the_result_and_saves_files(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, tmp_path: Path
 ):
     """A graph task succeeds; its output is the result and files land under wf_run_id/guid."""
+    comfy.execution_time_s = 0.3  # events arrive before completion, as on a real GPU
     spawn()
     guid = uuid.uuid4().hex
     report = run_task(lh, smoke(1), guid=guid, wf_run_id="wf-success")
