@@ -32,6 +32,9 @@ log = structlog.get_logger("comfyui_worker.execution")
 
 Trail = Callable[[str], None]
 MAX_RESULT_BYTES = 512 * 1024
+IN_FLIGHT = frozenset(
+    {"ReadTimeout", "WriteTimeout", "ReadError", "WriteError", "RemoteProtocolError"}
+)
 
 
 @dataclass(frozen=True)
@@ -209,11 +212,32 @@ class Runner:
     def _submit_once(self, graph: dict[str, Any], prompt_id: str) -> None:
         try:
             self.client.submit_once(graph, prompt_id=prompt_id, client_id=self.events.client_id)
-        except (ComfyUnavailableError, ComfyServerError):
-            # the request may have reached ComfyUI and only the answer was lost
+        except (ComfyUnavailableError, ComfyServerError) as exc:
+            # The request may have reached ComfyUI and only the answer was lost; ComfyUI
+            # does not refuse a duplicate prompt id, so look before submitting again.
+            if not self._was_queued(prompt_id, self._patience_s(exc)):
+                raise
+
+    def _patience_s(self, exc: ComfyUnavailableError | ComfyServerError) -> float:
+        """How long a prompt whose answer went missing might still take to be filed.
+
+        A timeout or a dropped connection (or a proxy's 504) may hide a request that
+        ComfyUI is still processing; a refused connection or a 500 from ComfyUI itself
+        does not.
+        """
+        in_flight = exc.details.get("cause") in IN_FLIGHT or exc.details.get("status") == 504
+        return self.settings.http_timeout_s if in_flight else 0.0
+
+    def _was_queued(self, prompt_id: str, patience_s: float) -> bool:
+        """Whether ComfyUI holds the prompt, giving a slow server ``patience_s`` to file it."""
+        deadline = time.monotonic() + patience_s
+        while True:
             if prompt_id in self.client.queue() or self.client.history(prompt_id) is not None:
-                return
-            raise
+                log.warning("comfy.submit_answer_lost", prompt_id=prompt_id)
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.25, patience_s))
 
     def _finish(
         self, request: RunRequest, prompt_id: str, entry: dict[str, Any], clock: _Clock

@@ -389,3 +389,26 @@ def test_preflight_sees_a_model_added_after_the_cache_was_filled(
     with pytest.raises(InvalidWorkflowError, match="Return type mismatch"):  # now ComfyUI's own 400
         runner.run(request(graph))
     assert comfy.submitted == []
+
+
+def test_lost_submit_answer_is_not_resubmitted(comfy: FakeComfyUI, tmp_path: Path):
+    """POST /prompt times out but ComfyUI still queues it: the worker finds it, never submits twice."""
+    comfy.delay_requests("POST", "/prompt", 0.6, after=True)
+    settings = make_settings(
+        comfy.base_url, tmp_path, COMFYUI_HTTP_TIMEOUT_SEC="0.3", COMFYUI_POLL_INTERVAL_SEC="0.2"
+    )
+    prompt_id = str(uuid.uuid4())
+    with Runner(settings) as r:
+        result = r.run(request(smoke(color=16), prompt_id=prompt_id))
+    assert result["prompt_id"] == prompt_id
+    assert comfy.submitted == [prompt_id]
+    assert comfy.requests.count(("POST", "/prompt")) == 1
+
+
+def test_submit_5xx_is_retried_once_it_is_known_not_queued(runner: Runner, comfy: FakeComfyUI):
+    """A 500 from POST /prompt (nothing queued) is retried and the prompt runs once."""
+    comfy.fail_requests("POST", "/prompt", count=1, status=500)
+    prompt_id = str(uuid.uuid4())
+    result = runner.run(request(smoke(color=17), prompt_id=prompt_id))
+    assert result["status"] == "success" and comfy.submitted == [prompt_id]
+    assert comfy.requests.count(("POST", "/prompt")) == 2

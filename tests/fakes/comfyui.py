@@ -643,6 +643,7 @@ class FakeComfyUI:
         self._failures: dict[str, tuple[str, str]] = {}
         self._fail_rules: list[_FailRule] = []
         self._delays: list[tuple[str, str, float]] = []
+        self._late_answers: list[tuple[str, str, float]] = []
         self._paused = False
         # --- runtime (owned by the loop thread) ---
         self._thread: threading.Thread | None = None
@@ -752,9 +753,22 @@ class FakeComfyUI:
         with self._lock:
             self._fail_rules.append(_FailRule(method.upper(), path, count, status))
 
-    def delay_requests(self, method: str, path: str, seconds: float) -> None:
-        """Delay every request matching method and path (fnmatch); seconds=0 removes the delay."""
+    def delay_requests(
+        self, method: str, path: str, seconds: float, *, after: bool = False
+    ) -> None:
+        """Delay every request matching method and path (fnmatch); seconds=0 removes the delay.
+
+        With ``after=True`` the request is handled first (a prompt is queued) and only the
+        answer is late: a client that times out has "lost the answer" to a done request.
+        """
         with self._lock:
+            if after:
+                self._late_answers = [
+                    d for d in self._late_answers if (d[0], d[1]) != (method.upper(), path)
+                ]
+                if seconds > 0:
+                    self._late_answers.append((method.upper(), path, seconds))
+                return
             self._delays = [d for d in self._delays if (d[0], d[1]) != (method.upper(), path)]
             if seconds > 0:
                 self._delays.append((method.upper(), path, seconds))
@@ -764,6 +778,7 @@ class FakeComfyUI:
         with self._lock:
             self._fail_rules.clear()
             self._delays.clear()
+            self._late_answers.clear()
 
     def pause(self) -> None:
         """Hold the queue: prompts not yet started stay pending (the running one continues).
@@ -965,7 +980,15 @@ class FakeComfyUI:
             status = HTTPStatus(rule.status)
             text = INTERNAL_ERROR_TEXT if rule.status == 500 else f"{status.value}: {status.phrase}"
             return web.Response(status=rule.status, text=text)
-        return await handler(request)
+        response = await handler(request)
+        with self._lock:
+            late = max(
+                (s for m, p, s in self._late_answers if (m, p) == (request.method, request.path)),
+                default=0.0,
+            )
+        if late > 0:
+            await asyncio.sleep(late)
+        return response
 
     # ------------------------------------------------------------------ websocket
 
