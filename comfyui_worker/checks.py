@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Callable
 from typing import TextIO
 
+from comfyui_worker.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_WORKFLOW
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.errors import ComfyWorkerError
 from comfyui_worker.settings import ComfySettings, WorkerSettings
@@ -16,8 +18,6 @@ OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None = None) -> int:
     """Run every check, print a line each, return 0 or the most serious exit code."""
-    from comfyui_worker.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_WORKFLOW
-
     stream = out or sys.stdout
 
     def say(status: str, text: str) -> None:
@@ -46,8 +46,6 @@ def _comfy(comfy: ComfySettings, say: Callable[[str, str], None], code: int) -> 
 
 
 def _output_dir(comfy: ComfySettings, say: Callable[[str, str], None], code: int) -> int:
-    from comfyui_worker.cli import output_dir_writable
-
     try:
         say(OK, f"output directory {output_dir_writable(comfy)} is writable")
     except OSError as exc:
@@ -68,3 +66,12 @@ def _templates(templates: TemplateSet, say: Callable[[str, str], None], code: in
     if not templates.names() and not templates.errors:
         say(WARN, f"no templates in {templates.directory}")
     return code if templates.errors else 0
+
+
+def output_dir_writable(settings: ComfySettings) -> str:
+    """Create the output dir if needed and prove a file can be written there."""
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    probe = settings.output_dir / f".write-check-{uuid.uuid4().hex}"
+    probe.write_bytes(b"ok")
+    probe.unlink()
+    return str(settings.output_dir.resolve())

@@ -25,7 +25,7 @@ from comfyui_worker.errors import (
     TransientError,
     WorkflowError,
 )
-from comfyui_worker.settings import ComfySettings, SettingsError, load_comfy, load_worker
+from comfyui_worker.settings import SettingsError, load_comfy, load_worker
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 EXIT_WORKFLOW, EXIT_EXECUTION, EXIT_UNAVAILABLE = 4, 5, 6
@@ -133,12 +133,3 @@ def _pairs(items: list[str], flag: str) -> dict[str, Any]:
         except ValueError:
             parsed[name] = raw
     return parsed
-
-
-def output_dir_writable(settings: ComfySettings) -> str:
-    """Create the output dir if needed and prove a file can be written there."""
-    settings.output_dir.mkdir(parents=True, exist_ok=True)
-    probe = settings.output_dir / f".write-check-{uuid.uuid4().hex}"
-    probe.write_bytes(b"ok")
-    probe.unlink()
-    return str(settings.output_dir.resolve())

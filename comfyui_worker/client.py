@@ -114,6 +114,14 @@ class ComfyClient:
         entry = payload.get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
+    def knows(self, prompt_id: str) -> bool:
+        """Whether ComfyUI holds the prompt: queued, running or in its history.
+
+        The queue is read first: a prompt can finish between the two reads, never the
+        other way round.
+        """
+        return prompt_id in self.queue() or self.history(prompt_id) is not None
+
     def interrupt(self, prompt_id: str) -> None:
         """POST /interrupt for this prompt only (a no-op unless it is running)."""
         self._send("POST", "/interrupt", json={"prompt_id": prompt_id})

@@ -232,7 +232,7 @@ class Runner:
         """Whether ComfyUI holds the prompt, giving a slow server ``patience_s`` to file it."""
         deadline = time.monotonic() + patience_s
         while True:
-            if prompt_id in self.client.queue() or self.client.history(prompt_id) is not None:
+            if self.client.knows(prompt_id):
                 log.warning("comfy.submit_answer_lost", prompt_id=prompt_id)
                 return True
             if time.monotonic() >= deadline:

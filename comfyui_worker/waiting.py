@@ -83,7 +83,7 @@ class _DeadlinePassed(Exception):
 
 def _tick(client: ComfyClient, prompt_id: str, missing_ticks: int) -> int:
     """Count ticks on which the prompt is neither queued, running nor finished."""
-    if prompt_id in client.queue() or client.history(prompt_id) is not None:
+    if client.knows(prompt_id):
         return 0
     missing_ticks += 1
     log.warning("comfy.prompt_missing", missing_ticks=missing_ticks)
