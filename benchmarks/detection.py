@@ -2,7 +2,7 @@
 
 Three waiters, interleaved sample by sample so they see the same conditions:
 
-* ``ours``: ``waiting.wait_for_prompt`` (WebSocket wake-up, then /history as truth),
+* ``ours``: ``waiting.Waiter`` (WebSocket wake-up, then /history as truth),
   the moment being ``Finished.detected_at``;
 * ``baseline_poll``: a plain client that GETs /history every poll interval (2 s, the
   COMFYUI_POLL_INTERVAL_SEC default) from the moment it submitted;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,7 +29,8 @@ from benchmarks.common import settings_for, summary_ms
 from benchmarks.target import Target
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.events import EventStream
-from comfyui_worker.waiting import wait_for_prompt
+from comfyui_worker.waiting import Waiter as PromptWaiter
+from comfyui_worker.waiting import WaitPolicy
 
 EXEC_S = 0.100
 JITTER_S = 0.030
@@ -100,14 +102,10 @@ class _Ours:
         self.client.close()
 
     def wait(self, graph: dict[str, Any], prompt_id: str) -> float:
-        self.client.submit_once(graph, prompt_id=prompt_id, client_id=self.events.client_id)
-        finished = wait_for_prompt(
-            self.client,
-            self.events,
-            prompt_id,
-            deadline=time.monotonic() + TIMEOUT_S,
-            poll_interval_s=self.settings.poll_interval_s,
-        )
+        policy = WaitPolicy(TIMEOUT_S, self.settings.poll_interval_s, threading.Event())
+        with self.events.watch(prompt_id) as watch:
+            self.client.submit_once(graph, prompt_id=prompt_id, client_id=self.events.client_id)
+            finished = PromptWaiter(self.client, watch, policy).run()
         return finished.detected_at
 
 

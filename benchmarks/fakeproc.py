@@ -148,7 +148,7 @@ class FakeProcess:
 
 
 def _serve(root: Path) -> int:
-    from tests.fakes.comfyui import FakeComfyUI
+    from fakes.comfyui import FakeComfyUI
 
     with FakeComfyUI(root) as fake:
         print(json.dumps({"base_url": fake.base_url, "pid": _pid()}), flush=True)

@@ -25,7 +25,7 @@ from benchmarks.common import ROOT, WORKFLOWS, smoke_graph, summary_ms
 from benchmarks.fakeproc import FakeProcess
 from benchmarks.target import next_color
 from comfyui_worker.lh_worker import prompt_id_for
-from tests.fakes.littlehorse import FakeLittleHorse
+from fakes.littlehorse import FakeLittleHorse
 
 TASK = "execute-comfyui-workflow"
 WARMUP = 3

@@ -30,10 +30,12 @@ from benchmarks.common import (
     smoke_graph,
 )
 from comfyui_worker import logs
-from comfyui_worker.execution import Runner, RunRequest
+from comfyui_worker.execution import Runner
+from comfyui_worker.result import RunResult
+from comfyui_worker.tasks import RunRequest
 
 
-def _run(runner: Runner, graph: dict[str, Any], key: str) -> tuple[dict[str, Any], float]:
+def _run(runner: Runner, graph: dict[str, Any], key: str) -> tuple[RunResult, float]:
     start = time.monotonic()
     result = runner.run(RunRequest(graph=graph, prompt_id=str(uuid.uuid4()), run_key=key))
     return result, time.monotonic() - start
@@ -99,9 +101,9 @@ class Download:
         result, wall = _run(runner, big_graph(self.size, "bench/big"), key)
         cpu_after = os.times()
         hwm_after = proc_status_kib("VmHWM")
-        saved = result["outputs"][0]
-        _check(saved["size_bytes"] == self.size, f"saved {saved['size_bytes']} bytes")
-        download_s = result["timings_ms"]["downloading"] / 1000
+        saved = result.outputs[0]
+        _check(saved.size_bytes == self.size, f"saved {saved.size_bytes} bytes")
+        download_s = result.timings_ms.downloading / 1000
         _remove(run_dir)
         figures = {
             "wall_s": wall,
@@ -112,16 +114,16 @@ class Download:
             "cpu_user_s": cpu_after.user - cpu_before.user,
             "cpu_sys_s": cpu_after.system - cpu_before.system,
         }
-        return figures, saved
+        return figures, saved.model_dump()
 
     def small_once(self, runner: Runner, run_dir: Path, count: int, label: str) -> dict[str, float]:
         """One prompt with ``count`` small PNG outputs."""
         self.settle()
         graph = batch_graph(count, 0x405060 + len(label), f"bench/small-{label}")
         result, wall = _run(runner, graph, f"small-{label}")
-        saved = int(result.get("outputs_total", len(result["outputs"])))  # the result may be cut
+        saved = len(result.outputs)
         _check(saved == count, f"{saved} of {count} files saved")
-        download_s = result["timings_ms"]["downloading"] / 1000
+        download_s = result.timings_ms.downloading / 1000
         _remove(run_dir)
         return {
             "files": count,
@@ -216,7 +218,7 @@ def idle(base_url: str, out: Path, seconds: float) -> dict[str, Any]:
         cpu, wall = _cpu_s() - cpu_before, time.monotonic() - wall_before
     shutil.rmtree(out, ignore_errors=True)
     return {
-        "execution_s": result["timings_ms"]["comfy_execution"] / 1000,
+        "execution_s": result.timings_ms.comfy_execution / 1000,
         "wall_s": wall,
         "cpu_s": cpu,
         "cpu_pct_of_core": 100 * cpu / wall,

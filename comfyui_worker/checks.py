@@ -1,19 +1,24 @@
-"""``main.py check``: is this worker ready to run? One line per check, worst exit code."""
+"""``main.py check``: is this worker ready to run? One line per check, worst exit code.
+
+Exit code: 0 when every check passes, else the highest of the failing checks'
+codes: 4 a template file is broken, 6 ComfyUI unreachable, 7 the output location
+is not writable, 8 LittleHorse unreachable (checked only when ``LHC_API_HOST`` is set).
+"""
 
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Callable
 from typing import TextIO
 
-from comfyui_worker.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_WORKFLOW
 from comfyui_worker.client import ComfyClient
-from comfyui_worker.errors import ComfyWorkerError
+from comfyui_worker.errors import ComfyWorkerError, ExitCode
 from comfyui_worker.settings import ComfySettings, WorkerSettings
+from comfyui_worker.store import LocalStore
 from comfyui_worker.templates import TemplateSet, load_templates
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+Say = Callable[[str, str], None]
 
 
 def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None = None) -> int:
@@ -25,36 +30,48 @@ def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None 
 
     say(OK, f"settings valid (task {worker.task_name}, ComfyUI {comfy.base_url_str})")
     codes = [
-        _comfy(comfy, say, EXIT_UNAVAILABLE),
-        _output_dir(comfy, say, EXIT_CONFIG),
-        _templates(load_templates(comfy.workflows_dir), say, EXIT_WORKFLOW),
+        _guarded(say, "ComfyUI", lambda: _comfy(comfy)),
+        _guarded(say, "output", lambda: _output(comfy)),
+        _templates(load_templates(comfy.workflows_dir), say),
     ]
+    if worker.lh_api_host:
+        codes.append(_guarded(say, "LittleHorse", lambda: _littlehorse(worker)))
     return max(codes)
 
 
-def _comfy(comfy: ComfySettings, say: Callable[[str, str], None], code: int) -> int:
+def _guarded(say: Say, what: str, check: Callable[[], str]) -> int:
+    """Run one check: its line on success, its error and exit code on failure."""
     try:
-        with ComfyClient(comfy) as client:
-            stats = client.system_stats()
+        say(OK, check())
     except ComfyWorkerError as exc:
-        say(FAIL, f"ComfyUI: {exc.message}")
-        return code
+        say(FAIL, f"{what}: {exc.message}")
+        return exc.exit_code
+    return 0
+
+
+def _comfy(comfy: ComfySettings) -> str:
+    with ComfyClient(comfy) as client:
+        stats = client.system_stats()
+        jobs = client.server_info().jobs_api
     system = stats.get("system", {})
     devices = ", ".join(str(d.get("name")) for d in stats.get("devices", [])) or "no devices"
-    say(OK, f"ComfyUI {system.get('comfyui_version', 'unknown')} reachable ({devices})")
-    return 0
+    api = "with the jobs API" if jobs else "without the jobs API"
+    return f"ComfyUI {system.get('comfyui_version', 'unknown')} reachable ({devices}; {api})"
 
 
-def _output_dir(comfy: ComfySettings, say: Callable[[str, str], None], code: int) -> int:
-    try:
-        say(OK, f"output directory {output_dir_writable(comfy)} is writable")
-    except OSError as exc:
-        say(FAIL, f"output directory {comfy.output_dir}: {exc.strerror or exc}")
-        return code
-    return 0
+def _output(comfy: ComfySettings) -> str:
+    where = LocalStore(comfy.output_dir, fsync=False).check_writable()
+    return f"output directory {where} is writable"
 
 
-def _templates(templates: TemplateSet, say: Callable[[str, str], None], code: int) -> int:
+def _littlehorse(worker: WorkerSettings) -> str:
+    from comfyui_worker.lhapi import LittleHorse, lh_config  # gRPC loads only when asked
+
+    state = LittleHorse(lh_config(), worker.lh_address).ping(worker.task_name)
+    return f"LittleHorse at {worker.lh_address} reachable ({state})"
+
+
+def _templates(templates: TemplateSet, say: Say) -> int:
     for name in templates.names():
         params = templates.get(name).describe()
         shown = ", ".join(
@@ -65,13 +82,4 @@ def _templates(templates: TemplateSet, say: Callable[[str, str], None], code: in
         say(FAIL, f"template file {file}: {reason}")
     if not templates.names() and not templates.errors:
         say(WARN, f"no templates in {templates.directory}")
-    return code if templates.errors else 0
-
-
-def output_dir_writable(settings: ComfySettings) -> str:
-    """Create the output dir if needed and prove a file can be written there."""
-    settings.output_dir.mkdir(parents=True, exist_ok=True)
-    probe = settings.output_dir / f".write-check-{uuid.uuid4().hex}"
-    probe.write_bytes(b"ok")
-    probe.unlink()
-    return str(settings.output_dir.resolve())
+    return ExitCode.WORKFLOW if templates.errors else 0

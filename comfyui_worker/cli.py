@@ -1,43 +1,35 @@
 """Command line: run one workflow, check the setup, run the worker, register WfSpecs.
 
-Exit codes are distinct per kind of failure so scripts can react:
-0 ok, 1 internal error, 2 usage, 3 configuration, 4 workflow invalid or output
-rejected, 5 execution failed or interrupted in ComfyUI, 6 ComfyUI unavailable or
-transient failure (retry later).
+Each failure's exit code comes from its error class (``errors.ExitCode``): 0 ok,
+1 internal error, 2 usage, 3 configuration, 4 workflow invalid or output rejected,
+5 execution failed or interrupted in ComfyUI, 6 ComfyUI unavailable or another
+technical failure (retry later), 7 outputs could not be stored, 8 LittleHorse
+unavailable or refusing, 9 not found, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
-from comfyui_worker import logs
-from comfyui_worker.errors import (
-    ComfyWorkerError,
-    ExecutionFailedError,
-    ExecutionInterruptedError,
-    TransientError,
-    WorkflowError,
-)
-from comfyui_worker.settings import SettingsError, load_comfy, load_worker
+from comfyui_worker import jsonsafe, logs
+from comfyui_worker.checks import run_checks
+from comfyui_worker.errors import ComfyWorkerError, ConfigError, ExitCode, InvalidWorkflowError
+from comfyui_worker.execution import Runner
+from comfyui_worker.progress import Progress
+from comfyui_worker.settings import DeadlineSettings, WorkerSettings, load, load_comfy, load_worker
+from comfyui_worker.suggest import did_you_mean, quote_list
+from comfyui_worker.tasks import Identity, TaskPreparer, read_task_file
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
-EXIT_WORKFLOW, EXIT_EXECUTION, EXIT_UNAVAILABLE = 4, 5, 6
-
-
-def exit_code(error: ComfyWorkerError) -> int:
-    """Map an error to the CLI's exit code."""
-    if isinstance(error, WorkflowError):
-        return EXIT_WORKFLOW
-    if isinstance(error, ExecutionFailedError | ExecutionInterruptedError):
-        return EXIT_EXECUTION
-    return EXIT_UNAVAILABLE if isinstance(error, TransientError) else EXIT_INTERNAL
+Command = Callable[[argparse.Namespace, WorkerSettings], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,83 +37,98 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run one workflow and print the result JSON")
-    run.add_argument("workflow", type=Path, help="API-format graph, template or task JSON")
+    run.add_argument(
+        "workflow", help="a graph, template or task JSON file, or a template name (e.g. smoke)"
+    )
     run.add_argument("--output-dir", type=Path, help="override COMFYUI_OUTPUT_DIR")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
-    sub.add_parser("check", help="check settings, ComfyUI, output dir and templates")
+    sub.add_parser("check", help="check settings, ComfyUI, output dir, templates, LittleHorse")
     sub.add_parser("worker", help="run the LittleHorse task worker (default)")
-    sub.add_parser("register", help="register the TaskDef and the example WfSpec")
+    sub.add_parser("register", help="register the TaskDef and the comfyui-generate WfSpec")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``main.py``."""
     args = build_parser().parse_args(argv)
-    command = args.command or "worker"
+    command: Command = COMMANDS[args.command or "worker"]
     try:
-        worker_settings = load_worker()
-        logs.configure(worker_settings.log_level, worker_settings.log_format)
-        if command == "run":
-            return _run(args)
-        if command == "check":
-            from comfyui_worker.checks import run_checks
-
-            return run_checks(load_comfy(), worker_settings)
-        from comfyui_worker import service
-
-        comfy = load_comfy()
-        if command == "register":
-            return service.register(comfy, worker_settings)
-        return service.serve(comfy, worker_settings)
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        settings = load_worker()
+        logs.configure(settings.log_level, settings.log_format)
+        return command(args, settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     except ComfyWorkerError as exc:
         print(f"error [{exc.name}]: {exc.message}", file=sys.stderr)
-        return exit_code(exc)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
-def _run(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from comfyui_worker import service  # the SDK and gRPC load only for these commands
+
+    return service.serve(load_comfy(), settings)
+
+
+def _register(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from comfyui_worker import service  # the SDK and gRPC load only for these commands
+
+    return service.register(load(DeadlineSettings), settings)
+
+
+def _check(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    return run_checks(load_comfy(), settings)
+
+
+def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """``main.py run``: one workflow, progress on stderr, result JSON on stdout."""
-    from comfyui_worker.execution import Runner, RunRequest
-    from comfyui_worker.progress import Progress
-    from comfyui_worker.tasks import prepare_file
-
-    settings = load_comfy()
+    comfy = load_comfy()
     if args.output_dir is not None:
-        settings = settings.model_copy(update={"output_dir": args.output_dir})
+        comfy = comfy.model_copy(update={"output_dir": args.output_dir})
+    preparer = TaskPreparer(comfy)
     prompt_id = str(uuid.uuid4())
-    prepared = prepare_file(
-        args.workflow,
-        settings,
-        params=_pairs(args.param, "--param"),
-        overrides=_pairs(args.set, "--set"),
-        unique_prefix=prompt_id[:8],
+    request = preparer.request(
+        task_source(args.workflow, preparer.templates.names()),
+        Identity(prompt_id=prompt_id, run_key=prompt_id),
+        params=pairs(args.param, "--param"),
+        overrides=pairs(args.set, "--set"),
     )
-    runner = Runner(settings)
     structlog.contextvars.bind_contextvars(prompt_id=prompt_id)
-    try:
-        result = runner.run(
-            RunRequest(
-                graph=prepared.graph,
-                prompt_id=prompt_id,
-                run_key=prompt_id,
-                uploads=prepared.uploads,
-                params=prepared.params,
-                template=prepared.template,
-            ),
-            on_event=Progress(prepared.graph),
-        )
-    finally:
-        runner.close()
-    print(json.dumps(result, indent=2))
-    return EXIT_OK
+    signal.signal(signal.SIGTERM, _interrupt)
+    with Runner(comfy) as runner:
+        try:
+            result = runner.run(request, on_event=Progress(request.graph))
+        except KeyboardInterrupt:
+            state = runner.cancelled or "not submitted"
+            print(f"interrupted; prompt {prompt_id} was {state}", file=sys.stderr)
+            return ExitCode.INTERRUPTED
+    print(json.dumps(result.manifest_json(), indent=2))
+    return ExitCode.OK
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, Any]:
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    """SIGTERM during ``run`` is handled like Ctrl-C: the prompt is cancelled in ComfyUI."""
+    raise KeyboardInterrupt
+
+
+def task_source(argument: str, templates: list[str]) -> object:
+    """A task file's JSON, or ``{"template": name}`` when the argument names a template."""
+    path = Path(argument)
+    if path.exists() or argument.endswith(".json") or "/" in argument:
+        return read_task_file(path)
+    if argument in templates:
+        return {"template": argument}
+    raise InvalidWorkflowError(
+        f"{argument}: no such file or template{did_you_mean(argument, templates)}; "
+        f"templates: {quote_list(templates)}",
+        file=argument,
+    )
+
+
+def pairs(items: list[str], flag: str) -> dict[str, Any]:
     """Parse NAME=VALUE pairs; VALUE is JSON when it parses (so 42 stays an int)."""
     parsed: dict[str, Any] = {}
     for item in items:
@@ -129,7 +136,15 @@ def _pairs(items: list[str], flag: str) -> dict[str, Any]:
         if not sep or not name:
             raise SystemExit(f"{flag} expects NAME=VALUE, got {item!r}")
         try:
-            parsed[name] = json.loads(raw)
-        except ValueError:
+            parsed[name] = jsonsafe.loads(raw, source=flag)
+        except InvalidWorkflowError:
             parsed[name] = raw
     return parsed
+
+
+COMMANDS: dict[str, Command] = {
+    "run": _run,
+    "check": _check,
+    "worker": _worker,
+    "register": _register,
+}

@@ -1,8 +1,9 @@
-"""Blocking ComfyUI HTTP client: the one place where HTTP becomes our errors.
+"""Blocking ComfyUI HTTP client: ComfyUI's REST API as typed, retried method calls.
 
-Connection errors, timeouts and 5xx are retried with exponential backoff and jitter
-(stamina); 4xx are not. Every method raises only ``errors.ComfyWorkerError``
-subclasses, so callers never see httpx.
+Transport errors are mapped by ``transport.py``; HTTP statuses become our errors in
+``_checked``, here and nowhere else. Connection errors, timeouts and 5xx are retried
+with exponential backoff and jitter (stamina) within an overall deadline per call
+(``COMFYUI_HTTP_DEADLINE_SEC``); 4xx are not retried. Callers never see httpx.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import stamina
 
+from comfyui_worker.bounds import capped
 from comfyui_worker.errors import (
     ComfyRequestError,
     ComfyServerError,
@@ -23,10 +24,12 @@ from comfyui_worker.errors import (
     InvalidWorkflowError,
 )
 from comfyui_worker.settings import ComfySettings
+from comfyui_worker.transport import Deadline, mapped, mapped_chunks
 
 Graph = dict[str, Any]
 RETRIED = (ComfyUnavailableError, ComfyServerError)
 CHUNK_BYTES = 1024 * 1024  # bigger chunks measured no faster here
+SERVICE = "ComfyUI"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,14 @@ class QueueSnapshot:
 
     def __contains__(self, prompt_id: object) -> bool:
         return prompt_id in self.running or prompt_id in self.pending
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the worker learns about its ComfyUI once at start (and on reconnect)."""
+
+    version: str
+    jobs_api: bool  # GET /api/jobs/{id} and POST /api/jobs/{id}/cancel (2026 releases)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class ComfyClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=settings.request_headers(),
+            auth=settings.basic_auth(),
             timeout=settings.http_timeout_s,
             transport=transport,
         )
@@ -75,15 +87,8 @@ class ComfyClient:
         self.close()
 
     def retrying(self) -> Any:
-        """The retry policy for transient failures, for callers that retry a unit of work."""
-        return stamina.retry_context(
-            on=RETRIED,
-            attempts=self.settings.http_retries + 1,
-            timeout=None,
-            wait_initial=0.2,
-            wait_max=5.0,
-            wait_jitter=0.5,
-        )
+        """The retry policy for a unit of work a caller retries whole (a download)."""
+        return Deadline(float("inf")).retrying(RETRIED, self.settings.http_retries + 1)
 
     # --- prompts -----------------------------------------------------------------
 
@@ -104,8 +109,7 @@ class ComfyClient:
         """GET /queue: which prompts are running and pending."""
         payload = self._get_json("/queue")
         return QueueSnapshot(
-            running=[str(item[1]) for item in payload.get("queue_running", [])],
-            pending=[str(item[1]) for item in payload.get("queue_pending", [])],
+            running=_ids(payload.get("queue_running")), pending=_ids(payload.get("queue_pending"))
         )
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -130,6 +134,14 @@ class ComfyClient:
         """POST /queue delete: drop prompts that have not started."""
         self._send("POST", "/queue", json={"delete": prompt_ids})
 
+    def cancel_job(self, prompt_id: str) -> None:
+        """POST /api/jobs/{id}/cancel: interrupt if running, dequeue if pending, atomically."""
+        self._send("POST", f"/api/jobs/{prompt_id}/cancel")
+
+    def free_memory(self) -> None:
+        """POST /free: unload models and free cached memory (after an out-of-memory)."""
+        self._send("POST", "/free", json={"unload_models": True, "free_memory": True})
+
     # --- server facts ------------------------------------------------------------
 
     def system_stats(self) -> dict[str, Any]:
@@ -140,10 +152,19 @@ class ComfyClient:
         """One quick GET /system_stats with no retries, for readiness probes."""
         self._checked(self._send_once("GET", "/system_stats", timeout=timeout_s))
 
-    def version(self) -> str:
-        """ComfyUI's version string, or "unknown" if it does not say."""
+    def server_info(self) -> ServerInfo:
+        """ComfyUI's version, and whether it serves the jobs API (learned, not assumed)."""
         system = self.system_stats().get("system", {})
-        return str(system.get("comfyui_version", "unknown"))
+        version = str(system.get("comfyui_version", "unknown"))
+        return ServerInfo(version=version, jobs_api=self._has_jobs_api())
+
+    def _has_jobs_api(self) -> bool:
+        """Probe ``GET /api/jobs/{unknown id}``: the route answers JSON, an old server 404s."""
+        response = self._send_once("GET", "/api/jobs/00000000-0000-4000-8000-000000000000")
+        try:
+            return isinstance(response.json(), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return False
 
     def object_info(self) -> dict[str, Any]:
         """GET /object_info: every node type with its input definitions."""
@@ -164,19 +185,24 @@ class ComfyClient:
     def view(self, filename: str, subfolder: str, kind: str) -> Iterator[ViewStream]:
         """GET /view streamed, once (callers retry the whole download with ``retrying``)."""
         params = {"filename": filename, "subfolder": subfolder, "type": kind}
-        try:
-            with self._http.stream("GET", "/view", params=params) as response:
-                if response.status_code >= 400:
-                    response.read()
-                self._checked(response)
-                length = response.headers.get("content-length")
-                yield ViewStream(
-                    content_type=response.headers.get("content-type"),
-                    content_length=int(length) if length and length.isdigit() else None,
-                    chunks=_mapped(response.iter_bytes(CHUNK_BYTES), self.base_url),
-                )
-        except httpx.TransportError as exc:
-            raise _unavailable(exc, self.base_url) from exc
+        with (
+            self._mapped(),
+            self._http.stream("GET", "/view", params=params) as response,
+        ):
+            if response.status_code >= 400:
+                response.read()
+            self._checked(response)
+            length = response.headers.get("content-length")
+            yield ViewStream(
+                content_type=response.headers.get("content-type"),
+                content_length=int(length) if length and length.isdigit() else None,
+                chunks=mapped_chunks(
+                    response.iter_bytes(CHUNK_BYTES),
+                    service=SERVICE,
+                    url=self.base_url,
+                    kind=ComfyUnavailableError,
+                ),
+            )
 
     # --- plumbing: every request goes through here -------------------------------
 
@@ -184,35 +210,34 @@ class ComfyClient:
         return self._json(self._send("GET", path))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request with retries on transient failures; errors mapped."""
-        for attempt in self.retrying():
+        """One call: tries within the overall deadline, retried on transient failures."""
+        deadline = Deadline(self.settings.http_deadline_s)
+        for attempt in deadline.retrying(RETRIED, self.settings.http_retries + 1):
             with attempt:
-                return self._checked(self._send_once(method, path, **kwargs))
+                timeout = deadline.try_timeout(self.settings.http_timeout_s)
+                return self._checked(self._send_once(method, path, timeout=timeout, **kwargs))
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     def _send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with self._mapped():
             return self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unavailable(exc, self.base_url) from exc
+
+    def _mapped(self) -> Any:
+        return mapped(service=SERVICE, url=self.base_url, kind=ComfyUnavailableError)
 
     def _checked(self, response: httpx.Response) -> httpx.Response:
         """Map an HTTP status to our errors; return the response if it is a success."""
         status = response.status_code
+        if status < 400:
+            return response
         where = f"{response.request.method} {response.request.url.path}"
-        if status >= 500:
-            raise ComfyServerError(
-                f"ComfyUI answered {status} to {where}: {_snippet(response)}",
-                status=status,
-                url=self.base_url,
-            )
-        if status >= 400:
-            raise ComfyRequestError(
-                f"ComfyUI answered {status} to {where}: {_snippet(response)}",
-                status=status,
-                url=self.base_url,
-            )
-        return response
+        kind = ComfyServerError if status >= 500 else ComfyRequestError
+        raise kind(
+            f"ComfyUI answered {status} to {where}: {_snippet(response)}",
+            status=status,
+            url=self.base_url,
+            request=where,
+        )
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -228,21 +253,11 @@ class ComfyClient:
         return payload
 
 
-def _mapped(chunks: Iterator[bytes], base_url: str) -> Iterator[bytes]:
-    """Re-raise mid-stream transport errors as our own, so the download is retried."""
-    try:
-        yield from chunks
-    except httpx.TransportError as exc:
-        raise _unavailable(exc, base_url) from exc
-
-
-def _unavailable(exc: httpx.TransportError, base_url: str) -> ComfyUnavailableError:
-    kind = type(exc).__name__
-    return ComfyUnavailableError(
-        f"ComfyUI at {base_url} is unreachable ({kind}: {exc or 'no detail'})",
-        url=base_url,
-        cause=kind,
-    )
+def _ids(items: Any) -> list[str]:
+    """Prompt ids from a queue list of ``[number, prompt_id, ...]`` entries."""
+    if not isinstance(items, list):
+        return []
+    return [str(item[1]) for item in items if isinstance(item, list) and len(item) > 1]
 
 
 def _snippet(response: httpx.Response, limit: int = 300) -> str:
@@ -271,11 +286,11 @@ def _rejected(body: Any) -> InvalidWorkflowError:
         head = f"{head} ({error['details']})"
     nodes = _node_errors(body.get("node_errors"))
     lines = [f"ComfyUI rejected the workflow: {head}"]
-    lines += [
+    lines += capped(
         f"node {n['node_id']} ({n['class_type']}): {n['message']}"
         + (f": {n['details']}" if n["details"] else "")
         for n in nodes
-    ]
+    )
     return InvalidWorkflowError(
         "\n  ".join(lines), comfy_error_type=error.get("type"), node_errors=nodes
     )
@@ -287,15 +302,18 @@ def _node_errors(raw: Any) -> list[dict[str, Any]]:
         return []
     flat: list[dict[str, Any]] = []
     for node_id, node in raw.items():
-        for err in node.get("errors", []) if isinstance(node, dict) else []:
-            extra = err.get("extra_info") or {}
+        errors = node.get("errors") if isinstance(node, dict) else None
+        for err in errors if isinstance(errors, list) else []:
+            if not isinstance(err, dict):
+                continue
+            extra = err.get("extra_info")
             flat.append(
                 {
                     "node_id": str(node_id),
-                    "class_type": node.get("class_type", "?"),
+                    "class_type": str(node.get("class_type", "?")),
                     "type": err.get("type"),
-                    "message": err.get("message", ""),
-                    "details": err.get("details", ""),
+                    "message": str(err.get("message", "")),
+                    "details": str(err.get("details", "")),
                     "input_name": extra.get("input_name") if isinstance(extra, dict) else None,
                 }
             )

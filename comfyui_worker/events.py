@@ -8,6 +8,7 @@ reconnecting with backoff.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import uuid
@@ -30,11 +31,26 @@ ProgressCallback = Callable[[str, dict[str, Any]], None]
 class Watch:
     """One waiter's interest in one prompt: a wake-up flag plus a progress callback."""
 
-    def __init__(self, prompt_id: str, on_event: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        prompt_id: str,
+        on_event: ProgressCallback | None,
+        connected: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.prompt_id = prompt_id
         self.on_event = on_event
-        self.terminal_seen = False
+        self.connected = connected
+        self._terminal = threading.Event()
         self._wake = threading.Event()
+
+    @property
+    def terminal_seen(self) -> bool:
+        """Whether the socket said the prompt ended (success, error or interrupt)."""
+        return self._terminal.is_set()
+
+    def wait_terminal(self, timeout_s: float) -> bool:
+        """Sleep until the socket says the prompt ended, or the timeout passes."""
+        return self._terminal.wait(timeout_s)
 
     def wake(self) -> None:
         """Make the waiter look at /history now."""
@@ -54,7 +70,7 @@ class Watch:
             except Exception:  # a progress display must never break waiting
                 log.warning("comfy.progress_callback_failed", exc_info=True)
         if kind in TERMINAL or (kind == "executing" and data.get("node") is None):
-            self.terminal_seen = True
+            self._terminal.set()
             self.wake()
 
 
@@ -64,7 +80,7 @@ class EventStream:
     def __init__(self, settings: ComfySettings, client_id: str | None = None) -> None:
         self.client_id = client_id or f"comfyui-worker-{uuid.uuid4().hex[:12]}"
         self._url = _ws_url(settings.base_url_str, self.client_id)
-        self._headers = settings.request_headers()
+        self._headers = _ws_headers(settings)
         self._open_timeout_s = settings.http_timeout_s
         self._max_backoff_s = settings.poll_interval_s
         self._watches: dict[str, list[Watch]] = {}
@@ -104,7 +120,7 @@ class EventStream:
     @contextmanager
     def watch(self, prompt_id: str, on_event: ProgressCallback | None = None) -> Iterator[Watch]:
         """Register interest in ``prompt_id`` for the duration of the block."""
-        watch = Watch(prompt_id, on_event)
+        watch = Watch(prompt_id, on_event, lambda: self.connected)
         with self._lock:
             self._watches.setdefault(prompt_id, []).append(watch)
         try:
@@ -196,6 +212,16 @@ class EventStream:
             watches = [w for group in self._watches.values() for w in group]
         for watch in watches:
             watch.wake()
+
+
+def _ws_headers(settings: ComfySettings) -> dict[str, str]:
+    """The HTTP headers, plus Basic auth from the URL's credentials (never put in the URL)."""
+    headers = settings.request_headers()
+    credentials = settings.basic_auth()
+    if credentials is not None and "Authorization" not in headers:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    return headers
 
 
 def _ws_url(base_url: str, client_id: str) -> str:

@@ -1,20 +1,19 @@
 """Validation of ComfyUI API-format graphs, before anything reaches ComfyUI.
 
 ComfyUI answers a malformed ``/prompt`` body with a bare 500 (or a terse 400), so
-every shape problem is caught here and reported with the node id and field at fault.
-The small helpers (``is_link``, ``close_matches``, ``did_you_mean``) are shared by
-the template, image and preflight modules.
+every shape problem is caught here, once, and reported with the node id and field at
+fault. Later stages (rendering, overrides, image binding) keep a valid graph valid.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import json
 from collections.abc import Iterable
-from typing import Any, TypeGuard
+from typing import Any
 
+from comfyui_worker.bounds import capped
 from comfyui_worker.errors import InvalidWorkflowError
+from comfyui_worker.placeholders import is_link
 
 Graph = dict[str, dict[str, Any]]
 
@@ -34,20 +33,14 @@ def is_ui_format(obj: object) -> bool:
     )
 
 
-def is_link(value: object) -> TypeGuard[list[Any]]:
-    """Whether an input value is a link ``[node_id, output_index]`` (ComfyUI's own test)."""
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
-
-
 def node_sort_key(node_id: str) -> tuple[int, int, str]:
-    """Order node ids numerically when they are numbers, so messages read naturally."""
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    """Order node ids numerically when they are ASCII numbers, others after them.
+
+    Compared by length then text, so no id (``"²"``, 5000 digits) is ever converted.
+    """
+    if node_id.isascii() and node_id.isdigit():
+        return (0, len(node_id.lstrip("0")), node_id)
+    return (1, 0, node_id)
 
 
 def sorted_ids(ids: Iterable[str]) -> list[str]:
@@ -55,35 +48,8 @@ def sorted_ids(ids: Iterable[str]) -> list[str]:
     return sorted(ids, key=node_sort_key)
 
 
-def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """Case-insensitive difflib matches, returned in their original spelling."""
-    by_lower: dict[str, str] = {}
-    for choice in choices:
-        by_lower.setdefault(choice.lower(), choice)
-    found = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)
-    return [by_lower[match] for match in found]
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"``, or an empty string when nothing is close."""
-    matches = close_matches(word, choices)
-    if not matches:
-        return ""
-    return " (did you mean " + " or ".join(f"'{m}'" for m in matches) + "?)"
-
-
-def quote_list(items: Iterable[object], limit: int = 0) -> str:
-    """Format ``'a', 'b', 'c'`` with an optional cap, for readable error messages."""
-    values = list(items)
-    shown = values[:limit] if limit else values
-    text = ", ".join(f"'{item}'" for item in shown)
-    if limit and len(values) > limit:
-        text += f", ... ({len(values) - limit} more)"
-    return text or "(none)"
-
-
 def validate_graph(obj: object, *, source: str = "workflow") -> Graph:
-    """Check that ``obj`` is an API-format graph; return a deep copy of it.
+    """Check that ``obj`` is an API-format graph and return it (typed, not copied).
 
     Every problem found is reported at once (``details["problems"]``) so one fix
     round is enough.
@@ -101,13 +67,15 @@ def validate_graph(obj: object, *, source: str = "workflow") -> Graph:
     for node_id, node in obj.items():
         problems.extend(_node_problems(obj, str(node_id), node))
     if problems:
-        hint = _request_body_hint(obj)
+        shown = capped(problems)
         raise InvalidWorkflowError(
-            f"{source} is not a valid API-format graph: " + "; ".join(problems) + hint,
+            f"{source} is not a valid API-format graph: "
+            + "; ".join(shown)
+            + _request_body_hint(obj),
             source=source,
-            problems=problems,
+            problems=shown,
         )
-    return copy.deepcopy(obj)
+    return obj
 
 
 def _node_problems(graph: dict[Any, Any], node_id: str, node: object) -> list[str]:

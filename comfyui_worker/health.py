@@ -1,14 +1,19 @@
-"""/healthz, /readyz and /metrics on ``WORKER_HTTP_PORT``, served from a daemon thread.
+"""Readiness (what the worker needs to take a task) and /healthz, /readyz, /metrics.
 
-Liveness is the SDK's own view (its last RegisterTaskWorker heartbeat, every 60 s).
-Readiness probes what the worker can really observe right now: ComfyUI's
-/system_stats and a LittleHorse round trip, each with a short timeout and a short
-cache so a busy scraper cannot hammer either. A dead PollTask stream is invisible
-to both until the SDK's next heartbeat (see README, Troubleshooting).
+Readiness probes what the worker can observe right now: its ComfyUI answers, its
+output location is writable, and it holds an open PollTask stream to LittleHorse
+(from the SDK ledger, not a guess). Each probe's verdict is cached briefly so a
+busy scraper cannot hammer ComfyUI. The same verdict gates polling: while ComfyUI
+or the output location is down, the worker asks LittleHorse for no task at all,
+rather than claiming tasks only to fail them.
+
+Liveness fails when a task the SDK claimed has not started within its own timeout:
+a leaked slot would otherwise leave a worker that looks alive and takes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -20,16 +25,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 log = structlog.get_logger("comfyui_worker.health")
 
-Probe = Callable[[], None]  # raises when the dependency is down
+Probe = Callable[[], str | None]  # None when up, else a short reason
 CACHE_S = 2.0
+GATE_RECHECK_S = 1.0
 
 
 class CachedProbe:
     """Runs a probe at most once per ``CACHE_S`` and remembers the verdict."""
 
-    def __init__(self, probe: Probe) -> None:
+    def __init__(self, probe: Callable[[], object]) -> None:
         self._probe = probe
-        self._checked_at = 0.0
+        self._checked_at = -CACHE_S
         self._error: str | None = "not checked yet"
         self._lock = threading.Lock()
 
@@ -37,28 +43,82 @@ class CachedProbe:
         """None when up, else a short reason."""
         with self._lock:
             if time.monotonic() - self._checked_at >= CACHE_S:
-                try:
-                    self._probe()
-                    self._error = None
-                except Exception as exc:
-                    self._error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self._error = _run_probe(self._probe)
                 self._checked_at = time.monotonic()
             return self._error
+
+
+class Down(Exception):
+    """Raised by a probe whose dependency is down; the message says why."""
+
+
+def problem_probe(problem: Callable[[], str | None]) -> Callable[[], None]:
+    """A probe from a function that returns a problem (or None when all is well)."""
+
+    def probe() -> None:
+        reason = problem()
+        if reason is not None:
+            raise Down(reason)
+
+    return probe
+
+
+def _run_probe(probe: Callable[[], object]) -> str | None:
+    """Run a probe (raising means down; its return value is ignored); never raises."""
+    try:
+        probe()
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return str(message)[:300]
+    return None
+
+
+class Readiness:
+    """Named probes; the ones marked ``gating`` must pass before a task is claimed."""
+
+    def __init__(self) -> None:
+        self.probes: dict[str, Probe] = {}
+        self.gating: set[str] = set()
+        self._last_gate_problem: str | None = None
+
+    def add(self, name: str, probe: Callable[[], object], *, gating: bool, cached: bool) -> None:
+        """Register a probe (raising or returning a reason means down)."""
+        self.probes[name] = CachedProbe(probe) if cached else (lambda: _run_probe(probe))
+        if gating:
+            self.gating.add(name)
+
+    def report(self) -> dict[str, str | None]:
+        """Every probe's verdict."""
+        return {name: probe() for name, probe in self.probes.items()}
+
+    def gate_problem(self) -> str | None:
+        """The first gating probe that fails, as ``name: reason``."""
+        for name in sorted(self.gating):
+            problem = self.probes[name]()
+            if problem is not None:
+                return f"{name}: {problem}"
+        return None
+
+    async def gate(self) -> None:
+        """Wait until every gating probe passes (awaited before each task is claimed)."""
+        while (problem := await asyncio.to_thread(self.gate_problem)) is not None:
+            if problem != self._last_gate_problem:
+                log.warning("worker.not_taking_tasks", problem=problem)
+                self._last_gate_problem = problem
+            await asyncio.sleep(GATE_RECHECK_S)
+        if self._last_gate_problem is not None:
+            log.info("worker.taking_tasks_again")
+            self._last_gate_problem = None
 
 
 class HealthServer:
     """A tiny HTTP server for probes and Prometheus scrapes."""
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        alive: Callable[[], str | None],
-        ready_probes: dict[str, Probe],
+        self, host: str, port: int, *, alive: Callable[[], str | None], readiness: Readiness
     ) -> None:
         self.alive = alive
-        self.ready = {name: CachedProbe(probe) for name, probe in ready_probes.items()}
+        self.readiness = readiness
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -82,13 +142,13 @@ class HealthServer:
         self._server.server_close()
 
     def healthz(self) -> tuple[int, dict[str, object]]:
-        """Liveness: the process runs and the SDK reports healthy."""
+        """Liveness: no task the worker claimed is stuck before its start."""
         problem = self.alive()
         return (200, {"status": "ok"}) if problem is None else (503, {"status": problem})
 
     def readyz(self) -> tuple[int, dict[str, object]]:
         """Readiness: every dependency answers; the body says which part is down."""
-        checks = {name: probe() for name, probe in self.ready.items()}
+        checks = self.readiness.report()
         body: dict[str, object] = {name: error or "ok" for name, error in checks.items()}
         return (200 if all(e is None for e in checks.values()) else 503), body
 

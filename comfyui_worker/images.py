@@ -10,24 +10,40 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
-import httpx
+import structlog
 
-from comfyui_worker.errors import InvalidWorkflowError, TransientError
-from comfyui_worker.graph import Graph, is_link, quote_list
+from comfyui_worker.bounds import capped
+from comfyui_worker.errors import InvalidWorkflowError, WorkerShuttingDownError
+from comfyui_worker.graph import Graph
+from comfyui_worker.placeholders import exact_name, map_strings
 from comfyui_worker.settings import ComfySettings
+from comfyui_worker.suggest import quote_list
 from comfyui_worker.task_input import ImageInput
+from comfyui_worker.urlfetch import (
+    Fetcher,
+    FetchFailed,
+    FetchInterrupted,
+    FetchRefused,
+    TooLarge,
+    describe_url,
+)
+
+log = structlog.get_logger("comfyui_worker.images")
+
+FETCH_FAILED = (
+    "could not be fetched as an image (unreachable, an error status, a timeout, or not an "
+    "image; the worker's log has the details)"
+)
 
 MAX_NAME_CHARS = 100
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _DATA_URL = re.compile(r"data:([^,;]*)(;[^,]*)?,", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 
 # (magic prefix, offset, content type, file extension)
 _SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
@@ -137,8 +153,8 @@ def _from_path(image: ImageInput, relative: str, settings: ComfySettings) -> byt
         return handle.read(settings.max_input_image_bytes + 1)
 
 
-def _from_url(image: ImageInput, url: str, settings: ComfySettings) -> bytes:
-    """Download an image, enforcing the size limit while reading."""
+def _from_url(image: ImageInput, url: str, settings: ComfySettings, fetcher: Fetcher) -> bytes:
+    """Download an image through the SSRF-safe fetcher, enforcing the size limit."""
     if not settings.allow_input_urls:
         raise _error(
             image,
@@ -146,70 +162,54 @@ def _from_url(image: ImageInput, url: str, settings: ComfySettings) -> bytes:
             "URLs is a server-side request forgery (SSRF) risk; set "
             "COMFYUI_ALLOW_INPUT_URLS=true to allow them",
         )
-    if not url.lower().startswith(("http://", "https://")):
-        raise _error(image, f"url '{url}' must start with http:// or https://")
-    limit = settings.max_input_image_bytes
+    shown = describe_url(url)
     try:
-        with (
-            httpx.Client(timeout=settings.http_timeout_s, follow_redirects=True) as client,
-            client.stream("GET", url) as response,
-        ):
-            _check_response(image, url, response, limit)
-            data = bytearray()
-            for chunk in response.iter_bytes():
-                data += chunk
-                _check_size(image, len(data), limit)
-            return bytes(data)
-    except httpx.InvalidURL as exc:
-        raise _error(image, f"url '{url}' is invalid: {exc}") from None
-    except httpx.TransportError as exc:
-        raise TransientError(
-            f"image '{image.name}': downloading {url} failed: {type(exc).__name__}: {exc}",
-            image=image.name,
-            url=url,
+        data, _final = fetcher.fetch(url, limit=settings.max_input_image_bytes)
+    except FetchRefused as exc:
+        raise _error(image, f"url '{shown}' {exc}", url=shown) from None
+    except TooLarge as exc:
+        _check_size(image, exc.size, settings.max_input_image_bytes)
+        raise AssertionError("unreachable: the size is over the limit") from None
+    except FetchInterrupted:
+        raise WorkerShuttingDownError(
+            f"image '{image.name}': fetching it was interrupted by the worker's shutdown"
         ) from None
+    except FetchFailed as exc:
+        log.warning("images.url_fetch_failed", image=image.name, url=shown, reason=str(exc))
+        raise _error(image, f"url '{shown}' {FETCH_FAILED}", url=shown) from None
+    return data
 
 
-def _check_response(image: ImageInput, url: str, response: httpx.Response, limit: int) -> None:
-    """Refuse a non-2xx answer (5xx and 429 may pass: retryable) or a too-large body."""
-    status = response.status_code
-    if status >= 500 or status == 429:
-        raise TransientError(
-            f"image '{image.name}': {url} answered HTTP {status}", image=image.name, url=url
-        )
-    if not 200 <= status < 300:
-        raise _error(image, f"url '{url}' answered HTTP {status}", url=url, status=status)
-    length = response.headers.get("content-length", "")
-    if length.isdigit():
-        _check_size(image, int(length), limit)
-
-
-def _read(image: ImageInput, settings: ComfySettings) -> bytes:
+def _read(image: ImageInput, settings: ComfySettings, fetcher: Fetcher) -> bytes:
     """Get the bytes from whichever source the image has."""
     if image.base64 is not None:
         return _from_base64(image, image.base64, settings.max_input_image_bytes)
     if image.path is not None:
         return _from_path(image, image.path, settings)
-    return _from_url(image, image.url or "", settings)
+    return _from_url(image, image.url or "", settings, fetcher)
 
 
 def resolve_image(
-    image: ImageInput, settings: ComfySettings, *, unique_prefix: str
+    image: ImageInput,
+    settings: ComfySettings,
+    *,
+    unique_prefix: str,
+    fetcher: Fetcher | None = None,
 ) -> ResolvedImage:
     """Fetch and check one image; name it ``{unique_prefix}-{sanitised name}``.
 
-    The prefix (e.g. the task run id and attempt) keeps concurrent or retried tasks
-    from overwriting each other's inputs in ComfyUI's input directory. Blocking:
-    call it from a thread in async code.
+    The prefix (e.g. the task guid) keeps concurrent or retried tasks from
+    overwriting each other's inputs in ComfyUI's input directory. Blocking: call it
+    from a thread in async code.
     """
-    data = _read(image, settings)
+    data = _read(image, settings, fetcher or Fetcher(settings))
     _check_size(image, len(data), settings.max_input_image_bytes)
     kind = sniff(data)
+    if kind is None and image.url is not None:  # as unspecific as any other fetch failure
+        log.warning("images.url_not_an_image", image=image.name, url=describe_url(image.url))
+        raise _error(image, f"url '{describe_url(image.url)}' {FETCH_FAILED}")
     if kind is None:
-        raise _error(
-            image,
-            f"is not an image (supported: PNG, JPEG, WEBP, GIF, BMP, TIFF; starts {data[:8]!r})",
-        )
+        raise _error(image, "is not an image (supported: PNG, JPEG, WEBP, GIF, BMP, TIFF)")
     content_type, extension = kind
     safe_name = sanitise_name(image.name, extension)
     prefix = _UNSAFE.sub("_", unique_prefix).lstrip(".")
@@ -222,13 +222,17 @@ def resolve_image(
 
 
 def resolve_images(
-    images: Iterable[ImageInput], settings: ComfySettings, *, unique_prefix: str
+    images: Iterable[ImageInput],
+    settings: ComfySettings,
+    *,
+    unique_prefix: str,
+    fetcher: Fetcher | None = None,
 ) -> list[ResolvedImage]:
     """Resolve every image; names that sanitise alike get ``-2``, ``-3``... suffixes."""
     resolved: list[ResolvedImage] = []
     taken: set[str] = set()
     for image in images:
-        item = resolve_image(image, settings, unique_prefix=unique_prefix)
+        item = resolve_image(image, settings, unique_prefix=unique_prefix, fetcher=fetcher)
         upload_name, counter = item.upload_name, 1
         while upload_name in taken:
             counter += 1
@@ -239,38 +243,31 @@ def resolve_images(
     return resolved
 
 
-def _bind(value: Any, names: dict[str, str], used: set[str]) -> Any:
-    """Replace image references inside one input value (links untouched)."""
-    if isinstance(value, str):
-        match = _PLACEHOLDER.fullmatch(value)
-        key = match[1] if match and match[1] in names else value
-        if key in names:
-            used.add(key)
-            return names[key]
-        return value
-    if isinstance(value, list) and not is_link(value):
-        return [_bind(item, names, used) for item in value]
-    if isinstance(value, dict):
-        return {key: _bind(item, names, used) for key, item in value.items()}
-    return value
-
-
-def bind_images(graph: Graph, images: list[ResolvedImage]) -> Graph:
+def bind_images(graph: Graph, images: list[ResolvedImage]) -> None:
     """Point the graph at uploaded images: ``"name"`` or ``"{{name}}"`` -> upload name.
 
-    An image the graph never mentions is an error: it would be uploaded for nothing,
-    and most likely its name is misspelt on one side.
+    Rewrites ``graph`` (a fresh render) in place. An image the graph never mentions
+    is an error: it would be uploaded for nothing, and most likely its name is
+    misspelt on one side.
     """
     names = {image.name: image.upload_name for image in images}
+    if not names:
+        return
     used: set[str] = set()
-    bound = copy.deepcopy(graph)
-    for node in bound.values():
-        node["inputs"] = _bind(node["inputs"], names, used)
+
+    def bind(text: str) -> str:
+        key = exact_name(text) or text
+        if key not in names:
+            return text
+        used.add(key)
+        return names[key]
+
+    for node in graph.values():
+        node["inputs"] = map_strings(node["inputs"], bind)
     unused = sorted(set(names) - used)
     if unused:
         raise InvalidWorkflowError(
             f"input image(s) {quote_list(unused)} are not used by the workflow: reference "
             'each as an input value "{{name}}" (e.g. LoadImage\'s image)',
-            unused=unused,
+            unused=capped(unused),
         )
-    return bound

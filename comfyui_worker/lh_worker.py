@@ -1,16 +1,17 @@
-"""The LittleHorse boundary: the ``execute-comfyui-workflow`` task, failures, drain.
+"""The LittleHorse boundary: the ``execute-comfyui-workflow`` task function.
 
-Errors become LittleHorse terms here and nowhere else. Business failures (the
-input is wrong, a node raised, someone interrupted) become ``LHTaskException`` with
-a JSON content and are never retried; technical ones become TASK_FAILED and are
-retried by the WfSpec. Nothing a task does can take the process down.
+Errors become LittleHorse terms here and nowhere else, by reading each error's own
+classification: business failures become ``LHTaskException`` (never retried) with
+a bounded JSON content; technical ones are raised as themselves, so the SDK reports
+TASK_FAILED with a message that keeps their details (status, URL, node), and the
+WfSpec retries them. Nothing a task does can take the process down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,31 +21,45 @@ from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
 from littlehorse.worker import WorkerContext
 
+from comfyui_worker.bounds import bound_text, json_size
 from comfyui_worker.errors import (
     ComfyWorkerError,
-    ExecutionFailedError,
     ExecutionInterruptedError,
+    InternalError,
+    InvalidWorkflowError,
     WorkerShuttingDownError,
-    WorkflowError,
 )
-from comfyui_worker.execution import Runner, RunRequest
+from comfyui_worker.execution import Runner
+from comfyui_worker.fencing import Fence
 from comfyui_worker.metrics import Metrics
-from comfyui_worker.tasks import TaskPreparer
+from comfyui_worker.result import MAX_RESULT_BYTES, RunResult
+from comfyui_worker.sdk import CheckpointFence, Key, Ledger
+from comfyui_worker.store import OutputStore
+from comfyui_worker.tasks import Identity, TaskPreparer
 
 log = structlog.get_logger("comfyui_worker.lh_worker")
 
-BUSINESS = (WorkflowError, ExecutionFailedError, ExecutionInterruptedError)
 PROMPT_NAMESPACE = uuid.UUID("6f1c1f4e-3b1a-4f0e-9a51-2c0c3e5b7d10")
 MAX_TRAIL_LINES = 20
-
-
-class TaskFailed(Exception):
-    """A technical failure reported as TASK_FAILED (retried by the WfSpec's policy)."""
+MAX_TRAIL_CHARS = 1000
+RECORD_BUDGET_BYTES = 900_000  # LittleHorse rejects a TaskRun record over ~1,047,000 bytes
+MIN_RESULT_BYTES = 16 * 1024
+MAX_TRACE_CHARS = 6000
 
 
 def prompt_id_for(wf_run_id: str, task_guid: str, attempt: int) -> str:
-    """The ComfyUI prompt id of one attempt: deterministic, so retries can find it."""
+    """The ComfyUI prompt id of one attempt: deterministic, and a canonical lowercase UUID."""
     return str(uuid.uuid5(PROMPT_NAMESPACE, f"{wf_run_id}/{task_guid}/{attempt}"))
+
+
+def identity_for(wf_run_id: str, task_guid: str, attempt: int) -> Identity:
+    """Prompt id, run key and earlier prompt ids of one attempt."""
+    return Identity(
+        prompt_id=prompt_id_for(wf_run_id, task_guid, attempt),
+        run_key=f"{_safe(wf_run_id)}/{_safe(task_guid)}",
+        earlier_prompt_ids=tuple(prompt_id_for(wf_run_id, task_guid, a) for a in range(attempt)),
+        unique_prefix=task_guid[:12],
+    )
 
 
 class Trail:
@@ -57,7 +72,7 @@ class Trail:
     def __call__(self, line: str) -> None:
         """Add one line unless the trail is full."""
         if self._lines < MAX_TRAIL_LINES:
-            self._ctx.log(line[:1000])
+            self._ctx.log(bound_text(line, MAX_TRAIL_CHARS))
             self._lines += 1
 
 
@@ -65,92 +80,105 @@ class TaskHandler:
     """Runs one task at a time on the shared Runner and maps outcomes for LittleHorse."""
 
     def __init__(
-        self, runner: Runner, preparer: TaskPreparer, metrics: Metrics | None = None
+        self,
+        runner: Runner,
+        preparer: TaskPreparer,
+        ledger: Ledger,
+        metrics: Metrics | None = None,
+        worker_id: str = "",
     ) -> None:
-        self.metrics = metrics
         self.runner = runner
         self.preparer = preparer
+        self.ledger = ledger
+        self.worker_id = worker_id
+        self.metrics = metrics
         self.draining = False
-        self._busy = threading.Event()
-        self.started_at: float | None = None
+        self._one_at_a_time = threading.Lock()
 
-    def is_busy(self) -> bool:
-        """Whether an execution is in flight (the drain waits for it)."""
-        return self._busy.is_set()
+    def interrupt_preparation(self) -> None:
+        """Abandon input-image fetches in flight: the worker is draining."""
+        self.preparer.fetcher.interrupt()
+
+    @property
+    def store(self) -> OutputStore:
+        """Where outputs go (checked before each task)."""
+        return self.runner.store
 
     async def execute(self, workflow: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
         """The task function body: run, then translate errors at this one boundary."""
-        wf_run_id, guid, attempt = ctx.wf_run_id.id, ctx.idempotency_key, ctx.attempt_number
+        key: Key = (ctx.wf_run_id.id, ctx.idempotency_key, ctx.attempt_number)
+        self.ledger.started(key)
+        identity = identity_for(*key)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
-            wf_run_id=wf_run_id,
-            task_guid=guid,
-            attempt=attempt,
-            prompt_id=prompt_id_for(wf_run_id, guid, attempt),
+            wf_run_id=key[0], task_guid=key[1], attempt=key[2], prompt_id=identity.prompt_id
         )
         trail = Trail(ctx)
         try:
-            if self.draining:
-                raise WorkerShuttingDownError(
-                    "worker is shutting down; the task goes back to LittleHorse"
-                )
-            self._busy.set()
-            try:
-                result = await asyncio.to_thread(
-                    self._run, workflow, wf_run_id, guid, attempt, trail
-                )
-            finally:
-                self._busy.clear()
-            if self.metrics:
-                self.metrics.succeeded(result)
-            return result
-        except BUSINESS as exc:
-            if self.metrics:
-                self.metrics.failed(exc.name, business=True)
-            log.warning("task.business_failure", error=exc.name, message=exc.message)
-            trail(f"failed: {exc.name}: {exc.message}")
-            raise LHTaskException(exc.name, exc.message, to_variable_value(exc.content())) from None
-        except ComfyWorkerError as exc:
-            if self.metrics:
-                self.metrics.failed(exc.name, business=False)
-            log.warning("task.technical_failure", error=exc.name, message=exc.message)
-            trail(f"failed (will be retried): {exc.name}: {exc.message}")
-            raise TaskFailed(f"{exc.name}: {exc.message}") from None
-        except Exception as exc:
-            if self.metrics:
-                self.metrics.failed("internal-error", business=False)
-            log.exception("task.unexpected_failure")
-            trail(f"failed unexpectedly (will be retried): {type(exc).__name__}: {exc}")
-            raise TaskFailed(f"internal-error: {type(exc).__name__}: {exc}") from exc
+            self._refuse(key)
+            fence = await CheckpointFence.open(ctx, self.ledger, key, self.worker_id)
+            result = await asyncio.to_thread(self._run, workflow, identity, trail, fence)
+        except Exception as exc:  # every failure leaves through the one mapping below
+            raise self._reported(exc, trail) from None
+        finally:
+            self.ledger.finished(key)
+        if self.metrics:
+            self.metrics.succeeded(result)
+        return result.to_json(_result_budget(workflow))
+
+    def _refuse(self, key: Key) -> None:
+        """Fail fast, before any work: draining, or an input the SDK could not decode."""
+        if self.draining:
+            raise WorkerShuttingDownError(
+                "worker is shutting down; the task goes back to LittleHorse"
+            )
+        bad_input = self.ledger.input_errors.get(key)
+        if bad_input is not None:
+            raise InvalidWorkflowError(bad_input, field="workflow")
 
     def _run(
-        self, workflow: dict[str, Any], wf_run_id: str, guid: str, attempt: int, trail: Trail
-    ) -> dict[str, Any]:
-        prompt_id = prompt_id_for(wf_run_id, guid, attempt)
-        self.started_at = time.monotonic()
-        try:
-            prepared = self.preparer.prepare(workflow, unique_prefix=guid[:12])
-            request = RunRequest(
-                graph=prepared.graph,
-                prompt_id=prompt_id,
-                run_key=f"{_safe(wf_run_id)}/{_safe(guid)}",
-                earlier_prompt_ids=tuple(prompt_id_for(wf_run_id, guid, a) for a in range(attempt)),
-                uploads=prepared.uploads,
-                params=prepared.params,
-                template=prepared.template,
-            )
-            log.info("task.started", template=prepared.template)
-            result = self.runner.run(request, trail=trail)
-            log.info(
-                "task.succeeded", files=len(result["outputs"]), timings_ms=result["timings_ms"]
-            )
+        self, workflow: dict[str, Any], identity: Identity, trail: Trail, fence: Fence
+    ) -> RunResult:
+        with self._one_at_a_time:
+            self.store.check_writable()
+            request = self.preparer.request(workflow, identity)
+            log.info("task.started", template=request.template)
+            try:
+                result = self.runner.run(request, trail=trail, fence=fence)
+            except ExecutionInterruptedError:
+                if self.runner.aborted:  # we interrupted it ourselves while shutting down
+                    raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
+                raise
+            log.info("task.succeeded", files=len(result.outputs), timings_ms=result.timings_ms)
             return result
-        except ExecutionInterruptedError:
-            if self.runner.aborted:  # we interrupted it ourselves while shutting down
-                raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
-            raise
-        finally:
-            self.started_at = None
+
+    def _reported(self, exc: Exception, trail: Trail) -> Exception:
+        """The exception to hand the SDK: LHTaskException for business, the error otherwise."""
+        error = exc if isinstance(exc, ComfyWorkerError) else _internal(exc)
+        if self.metrics:
+            self.metrics.failed(error)
+        if error.business:
+            log.warning("task.business_failure", error=error.name, message=error.message)
+            trail(f"failed: {error.name}: {error.message}")
+            return LHTaskException(error.name, error.message, to_variable_value(error.content()))
+        log.warning("task.technical_failure", error=error.name, message=error.message)
+        trail(f"failed (will be retried): {error.name}: {error.message}")
+        return error.with_traceback(None)
+
+
+def _internal(exc: Exception) -> InternalError:
+    """A bug: keep a bounded traceback in the message, so the TaskRun shows where."""
+    log.error("task.unexpected_failure", exc_info=exc)
+    trace = "".join(traceback.format_exception(exc))
+    return InternalError(
+        f"{type(exc).__name__}: {exc}\n{bound_text(trace, MAX_TRACE_CHARS)}",
+        exception_type=type(exc).__name__,
+    )
+
+
+def _result_budget(workflow: dict[str, Any]) -> int:
+    """What the result may take of the TaskRun record, after the input itself."""
+    return max(MIN_RESULT_BYTES, min(MAX_RESULT_BYTES, RECORD_BUDGET_BYTES - json_size(workflow)))
 
 
 def _safe(value: str) -> str:

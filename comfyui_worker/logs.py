@@ -48,5 +48,5 @@ def _drop_reported_task_traces(record: logging.LogRecord) -> bool:
     message = str(record.msg)
     return not (
         message.startswith("Traceback")
-        and ("LHTaskException: " in message or "lh_worker.TaskFailed: " in message)
+        and ("LHTaskException: " in message or "comfyui_worker.errors." in message)
     )

@@ -2,17 +2,19 @@
 
 HTTP retries are counted by stamina itself as ``stamina_retries_total`` (it
 registers the counter when prometheus-client is installed), so there is no second
-retry counter here.
+retry counter here. Outcome labels come from the errors' own ``name`` and
+``business`` attributes.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from comfyui_worker.errors import ComfyUnavailableError, ComfyWorkerError
+from comfyui_worker.result import RunResult
 
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 PHASES = ("queued", "executing", "downloading", "total")
@@ -36,7 +38,7 @@ class Metrics:
             registry=registry,
         )
         self.downloaded = Counter(
-            "comfyui_worker_downloaded_bytes", "Bytes of outputs saved to disk.", registry=registry
+            "comfyui_worker_downloaded_bytes", "Bytes of outputs saved.", registry=registry
         )
         self.comfy_up = Gauge(
             "comfyui_worker_comfyui_up",
@@ -45,33 +47,25 @@ class Metrics:
         )
         self.running_age = Gauge(
             "comfyui_worker_running_task_age_seconds",
-            "Age of the task being executed (0 when idle).",
+            "Age of the oldest task being executed (0 when idle).",
             registry=registry,
         )
 
-    def track_running(self, started_at: Callable[[], float | None]) -> None:
-        """Report the running task's age from a callable giving its monotonic start."""
+    def track_running(self, age_s: Callable[[], float]) -> None:
+        """Report the running task's age from a callable (read at scrape time)."""
+        self.running_age.set_function(age_s)
 
-        def age() -> float:
-            start = started_at()
-            return 0.0 if start is None else time.monotonic() - start
-
-        self.running_age.set_function(age)
-
-    def succeeded(self, result: dict[str, Any]) -> None:
+    def succeeded(self, result: RunResult) -> None:
         """Record a successful task's phases and bytes."""
         self.tasks.labels("success", "success").inc()
-        timings = result.get("timings_ms", {})
+        timings = result.timings_ms.model_dump()
         for phase in PHASES:
-            if phase in timings:
-                self.phase.labels(phase).observe(timings[phase] / 1000)
-        self.downloaded.inc(
-            sum(o["size_bytes"] for o in result.get("outputs", []) if not o["reused"])
-        )
+            self.phase.labels(phase).observe(timings[phase] / 1000)
+        self.downloaded.inc(sum(o.size_bytes for o in result.outputs if not o.reused))
         self.comfy_up.set(1)
 
-    def failed(self, name: str, *, business: bool) -> None:
-        """Record a failed task by its error name."""
-        self.tasks.labels(name, "business" if business else "technical").inc()
-        if name == "comfyui-unavailable":
+    def failed(self, error: ComfyWorkerError) -> None:
+        """Record a failed task by its error name and kind."""
+        self.tasks.labels(error.name, "business" if error.business else "technical").inc()
+        if isinstance(error, ComfyUnavailableError):
             self.comfy_up.set(0)

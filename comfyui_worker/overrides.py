@@ -1,25 +1,20 @@
 """Direct overrides: set any input by ``"node_id.input_name"``, on templates and raw graphs.
 
-Applied after parameters. A mistake names the node or input and suggests close
-matches; an override may replace a link only with another link to an existing node.
+Applied after parameters, on the rendered copy. A mistake names the node or input
+and suggests close matches; an override may replace a link only with another link
+to an existing node.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
+from comfyui_worker.bounds import capped
 from comfyui_worker.errors import InvalidWorkflowError
-from comfyui_worker.graph import (
-    Graph,
-    close_matches,
-    did_you_mean,
-    is_link,
-    quote_list,
-    show_value,
-    sorted_ids,
-)
+from comfyui_worker.graph import Graph, show_value, sorted_ids
+from comfyui_worker.placeholders import is_link
+from comfyui_worker.suggest import did_you_mean, quote_list
 
 
 def locate_input(graph: Graph, key: str) -> tuple[str, str]:
@@ -36,7 +31,7 @@ def locate_input(graph: Graph, key: str) -> tuple[str, str]:
             f"node ids: {quote_list(ids)}",
             key=key,
             node_id=node_id,
-            available=ids,
+            available=capped(ids),
         )
     node = graph[node_id]
     inputs = list(node["inputs"])
@@ -47,25 +42,26 @@ def locate_input(graph: Graph, key: str) -> tuple[str, str]:
             key=key,
             node_id=node_id,
             input=input_name,
-            available=inputs,
+            available=capped(inputs),
         )
     return node_id, input_name
 
 
-def apply_overrides(graph: Graph, overrides: Mapping[str, Any]) -> Graph:
-    """Set ``{"node_id.input_name": value}`` on a copy of ``graph``; report all errors."""
-    result = copy.deepcopy(graph)
+def apply_overrides(graph: Graph, overrides: Mapping[str, Any]) -> None:
+    """Set ``{"node_id.input_name": value}`` in ``graph`` (a fresh render); report all errors."""
     problems: list[str] = []
     for key, value in overrides.items():
         try:
-            _override(result, key, value)
+            _override(graph, key, value)
         except InvalidWorkflowError as exc:
             problems.append(exc.message)
     if problems:
+        shown = capped(problems)
         raise InvalidWorkflowError(
-            "bad overrides: " + "; ".join(problems), problems=problems, overrides=list(overrides)
+            "bad overrides: " + "; ".join(shown),
+            problems=shown,
+            overrides=capped(overrides),
         )
-    return result
 
 
 def _override(graph: Graph, key: str, value: Any) -> None:
@@ -79,10 +75,8 @@ def _override(graph: Graph, key: str, value: Any) -> None:
         )
     if is_link(value) and value[0] not in graph:
         ids = sorted_ids(graph)
-        close = close_matches(value[0], ids)
         raise InvalidWorkflowError(
             f"'{key}' links to node '{value[0]}', which does not exist"
-            + (f" (did you mean '{close[0]}'?)" if close else "")
-            + f"; node ids: {quote_list(ids)}"
+            f"{did_you_mean(value[0], ids)}; node ids: {quote_list(ids)}"
         )
-    graph[node_id]["inputs"][input_name] = copy.deepcopy(value)
+    graph[node_id]["inputs"][input_name] = value

@@ -7,13 +7,15 @@ check lists every unknown node type, missing required input and unavailable choi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from comfyui_worker.bounds import capped
 from comfyui_worker.errors import InvalidWorkflowError
-from comfyui_worker.graph import Graph, close_matches, is_link, quote_list, sorted_ids
-
-MAX_LISTED_VALUES = 10
+from comfyui_worker.graph import Graph, sorted_ids
+from comfyui_worker.placeholders import is_link
+from comfyui_worker.suggest import ask, close_matches, quote_list
 
 # Where ComfyUI looks for the files a loader's choice list is built from.
 _FOLDER_BY_CLASS = {
@@ -120,15 +122,13 @@ def _combo_problem(
         text = f"{shown} is not available: {_empty_choices(class_type, input_name)}"
         return _problem(node_id, class_type, input_name, "value_not_in_list", text, value=value)
     suggestions = _suggestions(value, options)
-    hint = (
-        _ask(suggestions) if suggestions else "available: " + quote_list(options, MAX_LISTED_VALUES)
-    )
+    hint = ask(suggestions) if suggestions else "; available: " + quote_list(options)
     return _problem(
         node_id,
         class_type,
         input_name,
         "value_not_in_list",
-        f"{shown} is not one of ComfyUI's choices; {hint}",
+        f"{shown} is not one of ComfyUI's choices{hint}",
         value=value,
         suggestions=suggestions,
     )
@@ -139,11 +139,6 @@ def _accepted(value: Any, options: list[Any], uploaded: Collection[str]) -> bool
     return is_link(value) or value in options or (isinstance(value, str) and value in uploaded)
 
 
-def _ask(suggestions: list[str]) -> str:
-    """Phrase suggestions as a question."""
-    return "did you mean " + " or ".join(f"'{s}'" for s in suggestions) + "?"
-
-
 def _node_problems(
     node_id: str, node: Mapping[str, Any], object_info: Mapping[str, Any], uploaded: Collection[str]
 ) -> list[dict[str, Any]]:
@@ -151,8 +146,8 @@ def _node_problems(
     class_type = str(node["class_type"])
     if class_type not in object_info:
         suggestions = close_matches(class_type, object_info)
-        hint = _ask(suggestions) if suggestions else "is the custom node pack installed?"
-        text = f"unknown node type; {hint}"
+        hint = ask(suggestions) if suggestions else "; is the custom node pack installed?"
+        text = f"unknown node type{hint}"
         return [_problem(node_id, class_type, None, "unknown_node", text, suggestions=suggestions)]
     required, optional = _input_specs(object_info[class_type])
     inputs: Mapping[str, Any] = node["inputs"]
@@ -181,8 +176,36 @@ def preflight(
         problems.extend(_node_problems(node_id, graph[node_id], object_info, uploaded))
     if problems:
         count = f"{len(problems)} problem" + ("s" if len(problems) > 1 else "")
+        shown = capped(problems)
         raise InvalidWorkflowError(
             f"workflow does not match this ComfyUI ({count}): "
-            + "; ".join(problem["message"] for problem in problems),
-            problems=problems,
+            + "; ".join(p["message"] if isinstance(p, dict) else p for p in shown),
+            problems=shown,
         )
+
+
+class ObjectInfoCache:
+    """ComfyUI's /object_info, fetched once and refreshed when ComfyUI may have changed."""
+
+    def __init__(self, fetch: Callable[[], dict[str, Any]]) -> None:
+        self._fetch = fetch
+        self._info: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        """Forget the cache (ComfyUI reconnected: it may have restarted with new models)."""
+        self._info = None
+
+    def check(self, graph: Graph, uploaded: Collection[str] = ()) -> None:
+        """Preflight ``graph``; on problems refetch once, since models may have been added."""
+        try:
+            preflight(graph, self._get(), uploaded=uploaded)
+        except InvalidWorkflowError:
+            self.invalidate()
+            preflight(graph, self._get(), uploaded=uploaded)
+
+    def _get(self) -> dict[str, Any]:
+        with self._lock:
+            if self._info is None:
+                self._info = self._fetch()
+            return self._info

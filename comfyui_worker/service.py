@@ -1,7 +1,7 @@
-"""Start-up and wiring: register the TaskDef/WfSpec, run the worker with its endpoint.
+"""Start-up and wiring: run the worker with its endpoint; register the TaskDef and WfSpec.
 
 ``main.py`` commands ``worker`` and ``register`` land here; the task boundary itself
-is ``lh_worker.py``.
+is ``lh_worker.py``, the SDK's internals are ``sdk.py``.
 """
 
 from __future__ import annotations
@@ -11,45 +11,28 @@ import signal
 from typing import Any
 
 import structlog
-from littlehorse import create_task_def
-from littlehorse.config import LHConfig
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
 from comfyui_worker.drain import Drainer
+from comfyui_worker.errors import TechnicalError
 from comfyui_worker.execution import Runner
-from comfyui_worker.health import HealthServer
-from comfyui_worker.lh_worker import TaskFailed, TaskHandler, task_function
+from comfyui_worker.health import HealthServer, Readiness, problem_probe
+from comfyui_worker.lh_worker import TaskHandler, task_function
+from comfyui_worker.lhapi import LittleHorse, lh_config
 from comfyui_worker.metrics import Metrics
-from comfyui_worker.settings import ComfySettings, WorkerSettings
+from comfyui_worker.sdk import Ledger, ObservedConfig, Supervisor, set_slots
+from comfyui_worker.settings import ComfySettings, DeadlineSettings, WorkerSettings
 from comfyui_worker.tasks import TaskPreparer
+from comfyui_worker.wfspec import WF_SPEC_NAME, build_workflow, task_timeout_s
 
 log = structlog.get_logger("comfyui_worker.service")
+
+SLOTS = 1
 
 
 async def _not_served(workflow: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
     """Stands in for the handler where only the TaskDef's signature is needed."""
-    raise TaskFailed("this process only registers the TaskDef; it does not execute tasks")
-
-
-def lh_config() -> LHConfig:
-    """The SDK's own config (LHC_* pass through), pinned to one worker thread."""
-    config = LHConfig()
-    config.load({"LHW_NUM_WORKER_THREADS": "1"})
-    return config
-
-
-def ensure_task_def(config: LHConfig, task_name: str, fn: Any) -> None:
-    """Register the TaskDef unless it exists (start() needs it)."""
-    import grpc
-    from littlehorse.model import TaskDefId
-
-    try:
-        config.stub().GetTaskDef(TaskDefId(name=task_name), timeout=30)
-    except grpc.RpcError as exc:
-        if getattr(exc, "code", lambda: None)() != grpc.StatusCode.NOT_FOUND:
-            raise
-        create_task_def(fn, task_name, config, timeout=30)
-        log.info("lh.task_def_registered", task_name=task_name)
+    raise RuntimeError("this process only registers the TaskDef; it does not execute tasks")
 
 
 def serve(comfy: ComfySettings, worker: WorkerSettings) -> int:
@@ -57,21 +40,33 @@ def serve(comfy: ComfySettings, worker: WorkerSettings) -> int:
     return asyncio.run(_serve(comfy, worker))
 
 
-async def _serve(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
+async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
+    ledger = Ledger()
+    ledger.bind_loop()
     runner = Runner(comfy)
+    readiness = _readiness(runner, ledger)
+    config = ObservedConfig(ledger, gate=readiness.gate)
+    set_slots(config, SLOTS)
     metrics = Metrics()
-    handler = TaskHandler(runner, TaskPreparer(comfy), metrics)
-    metrics.track_running(lambda: handler.started_at)
+    metrics.track_running(ledger.running_age_s)
+    handler = TaskHandler(runner, TaskPreparer(comfy), ledger, metrics, config.task_worker_id)
     fn = task_function(handler.execute)
-    config = lh_config()
-    await asyncio.to_thread(ensure_task_def, config, worker_settings.task_name, fn)
-    worker = LHTaskWorker(fn, worker_settings.task_name, config)
-    drainer = Drainer(worker, handler, runner, worker_settings.drain_timeout_s)
-    health = _health_server(worker_settings, worker, runner, config, metrics)
+    lh = LittleHorse(config, settings.lh_address)
+    supervisor = Supervisor(
+        LHTaskWorker(fn, settings.task_name, config),
+        config,
+        task_name=settings.task_name,
+        address=settings.lh_address,
+        ensure_task_def=lambda: lh.ensure_task_def(settings.task_name, fn),
+    )
+    drainer = Drainer(supervisor, handler, runner, ledger, settings.drain_timeout_s)
+    stuck_after_s = task_timeout_s(comfy, SLOTS)
+    health = _health_server(settings, readiness, lambda: ledger.stuck_claim(stuck_after_s))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drainer.request_stop)
-    log.info("worker.started", task_name=worker_settings.task_name, comfyui=comfy.base_url_str)
+    await asyncio.to_thread(_learn_server, runner)
+    log.info("worker.started", task_name=settings.task_name, comfyui=comfy.base_url_str)
     try:
         return await drainer.run()
     finally:
@@ -80,48 +75,39 @@ async def _serve(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
         runner.close()
 
 
+def _learn_server(runner: Runner) -> None:
+    """ComfyUI's version and API generation, once at start (a failure is retried later)."""
+    try:
+        runner.learn_server()
+    except TechnicalError as exc:
+        log.warning("comfy.server_info_unavailable", error=exc.name, message=exc.message)
+
+
+def _readiness(runner: Runner, ledger: Ledger) -> Readiness:
+    readiness = Readiness()
+    readiness.add("comfyui", runner.client.ping, gating=True, cached=True)
+    readiness.add("output", runner.store.check_writable, gating=True, cached=True)
+    readiness.add(
+        "littlehorse", problem_probe(ledger.littlehorse_problem), gating=False, cached=False
+    )
+    return readiness
+
+
 def _health_server(
-    settings: WorkerSettings,
-    worker: LHTaskWorker,
-    runner: Runner,
-    config: LHConfig,
-    metrics: Metrics,
+    settings: WorkerSettings, readiness: Readiness, alive: Any
 ) -> HealthServer | None:
     """Start /healthz, /readyz and /metrics unless WORKER_HTTP_PORT is 0."""
     if settings.http_port == 0:
         return None
-    from littlehorse.model import TaskDefId
-
-    def alive() -> str | None:
-        health = worker.health()
-        return None if health.healthy else f"LittleHorse worker {health.reason.value}"
-
-    def comfyui() -> None:
-        try:
-            runner.client.ping()
-        except Exception:
-            metrics.comfy_up.set(0)
-            raise
-        metrics.comfy_up.set(1)
-
-    def littlehorse() -> None:
-        config.stub(name="readyz").GetTaskDef(TaskDefId(name=settings.task_name), timeout=2)
-
-    probes = {"comfyui": comfyui, "littlehorse": littlehorse}
     return HealthServer(
-        settings.http_host, settings.http_port, alive=alive, ready_probes=probes
+        settings.http_host, settings.http_port, alive=alive, readiness=readiness
     ).start()
 
 
-def register(comfy: ComfySettings, worker_settings: WorkerSettings) -> int:
+def register(deadlines: DeadlineSettings, settings: WorkerSettings) -> int:
     """``main.py register``: the TaskDef and the example ``comfyui-generate`` WfSpec."""
-    from littlehorse import create_workflow_spec
-
-    from comfyui_worker.wfspec import build_workflow
-
-    config = lh_config()
-    fn = task_function(_not_served)
-    ensure_task_def(config, worker_settings.task_name, fn)
-    create_workflow_spec(build_workflow(comfy, worker_settings.task_name), config, timeout=30)
-    log.info("lh.wf_spec_registered", wf_spec="comfyui-generate")
+    lh = LittleHorse(lh_config(), settings.lh_address)
+    lh.ensure_task_def(settings.task_name, task_function(_not_served))
+    lh.put_wf_spec(build_workflow(deadlines, settings.task_name, slots=SLOTS))
+    log.info("lh.wf_spec_registered", wf_spec=WF_SPEC_NAME, task_name=settings.task_name)
     return 0

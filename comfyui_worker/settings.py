@@ -3,6 +3,10 @@
 This is the only module that reads the environment (the LittleHorse SDK reads its
 own ``LHC_*``/``LHW_*`` variables, which pass through unchanged). Each field's alias
 is the exact variable name, so a validation error can name the variable.
+
+Credentials in ``COMFYUI_BASE_URL`` (``http://user:pass@host``) are split off here:
+every other module sees the URL without them (``base_url_str``), so they can reach
+no log, result, manifest or error.
 """
 
 from __future__ import annotations
@@ -11,17 +15,17 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from comfyui_worker.errors import ConfigError
 
 GIB = 1024**3
 MIB = 1024**2
-
-
-class SettingsError(Exception):
-    """Invalid configuration: one line per bad variable, naming it."""
+TASK_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$"
 
 
 class _EnvSettings(BaseSettings):
@@ -30,14 +34,20 @@ class _EnvSettings(BaseSettings):
     )
 
 
-class ComfySettings(_EnvSettings):
+class DeadlineSettings(_EnvSettings):
+    """The execution deadline alone: all ``register`` needs to size the WfSpec timeout."""
+
+    history_timeout_s: float = Field(600.0, gt=0, alias="COMFYUI_HISTORY_TIMEOUT_SEC")
+
+
+class ComfySettings(DeadlineSettings):
     """How to reach ComfyUI, how long to wait, and where outputs go."""
 
     base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
     output_dir: Path = Field(alias="COMFYUI_OUTPUT_DIR")
     poll_interval_s: float = Field(2.0, gt=0, le=300, alias="COMFYUI_POLL_INTERVAL_SEC")
-    history_timeout_s: float = Field(600.0, gt=0, alias="COMFYUI_HISTORY_TIMEOUT_SEC")
     http_timeout_s: float = Field(30.0, gt=0, alias="COMFYUI_HTTP_TIMEOUT_SEC")
+    http_deadline_s: float = Field(60.0, gt=0, alias="COMFYUI_HTTP_DEADLINE_SEC")
     http_retries: int = Field(3, ge=0, le=20, alias="COMFYUI_HTTP_RETRIES")
     include_temp_outputs: bool = Field(False, alias="COMFYUI_INCLUDE_TEMP_OUTPUTS")
     max_output_bytes: int = Field(8 * GIB, gt=0, alias="COMFYUI_MAX_OUTPUT_BYTES")
@@ -48,7 +58,14 @@ class ComfySettings(_EnvSettings):
     workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
     input_dir: Path | None = Field(None, alias="COMFYUI_INPUT_DIR")
     allow_input_urls: bool = Field(False, alias="COMFYUI_ALLOW_INPUT_URLS")
+    input_url_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), alias="COMFYUI_INPUT_URL_ALLOW"
+    )
+    input_url_trust_env: bool = Field(False, alias="COMFYUI_INPUT_URL_TRUST_ENV")
+    input_url_timeout_s: float = Field(60.0, gt=0, alias="COMFYUI_INPUT_URL_TIMEOUT_SEC")
     max_input_image_bytes: int = Field(50 * MIB, gt=0, alias="COMFYUI_MAX_INPUT_IMAGE_BYTES")
+    free_memory_every: int = Field(0, ge=0, alias="COMFYUI_FREE_MEMORY_EVERY")
+    advertised: AnyHttpUrl | None = Field(None, alias="COMFYUI_ADVERTISED_URL")
 
     @field_validator("http_headers", mode="before")
     @classmethod
@@ -61,10 +78,30 @@ class ComfySettings(_EnvSettings):
             return parsed
         return value
 
+    @field_validator("input_url_allow", mode="before")
+    @classmethod
+    def _split_allow_list(cls, value: Any) -> Any:
+        """A comma-separated list of host names, addresses or CIDR ranges."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
     @property
     def base_url_str(self) -> str:
-        """The base URL without a trailing slash, ready for joining paths."""
-        return str(self.base_url).rstrip("/")
+        """The base URL without credentials or a trailing slash: safe to log and join."""
+        return redact_url(str(self.base_url)).rstrip("/")
+
+    @property
+    def advertised_url(self) -> str:
+        """The address peers can reach this ComfyUI at (recorded with each submission)."""
+        chosen = self.advertised if self.advertised is not None else self.base_url
+        return redact_url(str(chosen)).rstrip("/")
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """``user:pass`` from ``COMFYUI_BASE_URL``, sent as an Authorization header."""
+        if self.base_url.username is None:
+            return None
+        return (unquote(self.base_url.username), unquote(self.base_url.password or ""))
 
     def request_headers(self) -> dict[str, str]:
         """Headers sent on every request (auth proxy support)."""
@@ -78,9 +115,7 @@ class WorkerSettings(_EnvSettings):
     """The LittleHorse side: task name, concurrency, drain and health endpoint."""
 
     task_name: str = Field(
-        "execute-comfyui-workflow",
-        alias="LHW_TASK_NAME",
-        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$",
+        "execute-comfyui-workflow", alias="LHW_TASK_NAME", pattern=TASK_NAME_PATTERN
     )
     num_worker_threads: int = Field(1, alias="LHW_NUM_WORKER_THREADS")
     drain_timeout_s: float = Field(300.0, ge=0, alias="WORKER_DRAIN_TIMEOUT_SEC")
@@ -88,6 +123,8 @@ class WorkerSettings(_EnvSettings):
     http_host: str = Field("0.0.0.0", alias="WORKER_HTTP_HOST")
     log_format: str = Field("console", pattern="^(console|json)$", alias="WORKER_LOG_FORMAT")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", alias="WORKER_LOG_LEVEL")
+    lh_api_host: str | None = Field(None, alias="LHC_API_HOST")
+    lh_api_port: int = Field(2023, alias="LHC_API_PORT")
 
     @field_validator("num_worker_threads")
     @classmethod
@@ -100,9 +137,22 @@ class WorkerSettings(_EnvSettings):
             )
         return value
 
+    @property
+    def lh_address(self) -> str:
+        """``host:port`` of LittleHorse as the SDK will dial it."""
+        return f"{self.lh_api_host or 'localhost'}:{self.lh_api_port}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without ``user:pass@``: what logs, errors and results may show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
 
 def _format(error: ValidationError) -> str:
-    """One line per bad variable: ``NAME: what is wrong``."""
+    """One line per bad variable: ``NAME: what is wrong`` (never the value itself)."""
     lines = []
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"]) or "settings"
@@ -111,17 +161,22 @@ def _format(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+_S = TypeVar("_S", bound=_EnvSettings)
+
+
+def load(kind: type[_S], env: Mapping[str, str] | None = None) -> _S:
+    """Read one settings class from ``env`` (default: the process environment)."""
+    try:
+        return kind.model_validate(dict(os.environ if env is None else env))
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+
+
 def load_comfy(env: Mapping[str, str] | None = None) -> ComfySettings:
     """Read ComfyUI settings from ``env`` (default: the process environment)."""
-    try:
-        return ComfySettings.model_validate(dict(os.environ if env is None else env))
-    except ValidationError as exc:
-        raise SettingsError(_format(exc)) from None
+    return load(ComfySettings, env)
 
 
 def load_worker(env: Mapping[str, str] | None = None) -> WorkerSettings:
     """Read worker settings from ``env`` (default: the process environment)."""
-    try:
-        return WorkerSettings.model_validate(dict(os.environ if env is None else env))
-    except ValidationError as exc:
-        raise SettingsError(_format(exc)) from None
+    return load(WorkerSettings, env)

@@ -12,8 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from comfyui_worker import jsonsafe
+from comfyui_worker.bounds import capped
 from comfyui_worker.errors import InvalidWorkflowError
-from comfyui_worker.graph import UI_FORMAT_HINT, did_you_mean, is_ui_format, quote_list
+from comfyui_worker.graph import UI_FORMAT_HINT, is_ui_format
+from comfyui_worker.suggest import did_you_mean, quote_list
 
 ENVELOPE_KEYS = ("workflow", "template", "params", "overrides", "images")
 
@@ -161,6 +164,7 @@ def _describe(item: Any) -> str:
 
 def parse_task_input(obj: object) -> TaskInput:
     """Interpret the task's ``workflow`` input as an envelope or a bare graph."""
+    jsonsafe.check(obj, source="workflow")
     if is_ui_format(obj):
         raise InvalidWorkflowError(f"workflow: {UI_FORMAT_HINT}")
     if not isinstance(obj, dict):
@@ -175,7 +179,7 @@ def parse_task_input(obj: object) -> TaskInput:
     try:
         return TaskInput.model_validate(obj)
     except ValidationError as exc:
-        errors = [_describe(item) for item in exc.errors()]
+        errors = capped(_describe(item) for item in exc.errors())
         raise InvalidWorkflowError(
             "invalid task input: " + "; ".join(errors), errors=errors
         ) from None

@@ -1,42 +1,65 @@
-"""From task input to a graph ready to submit: envelope, template, params, images.
+"""From task input to a ``RunRequest``: envelope, template, params, images, in one place.
 
-Shared by the LittleHorse handler and ``main.py run`` so both accept the same input.
-Blocking (an image may be fetched from a URL): call it from the execution thread.
+The LittleHorse handler and ``main.py run`` both build their requests here, so both
+accept the same input and validate it the same way, once. Blocking (an image may be
+fetched from a URL): call it from the execution thread.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from comfyui_worker import jsonsafe
 from comfyui_worker.errors import InvalidWorkflowError
+from comfyui_worker.graph import Graph
 from comfyui_worker.images import ResolvedImage, bind_images, resolve_images
 from comfyui_worker.settings import ComfySettings
 from comfyui_worker.task_input import parse_task_input
 from comfyui_worker.templates import Template, TemplateSet, load_templates, render
+from comfyui_worker.urlfetch import Fetcher
 
 log = structlog.get_logger("comfyui_worker.tasks")
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A graph ready for ComfyUI, the images it needs uploaded, and the values used."""
+class RunRequest:
+    """One workflow execution: a validated graph, its prompt id, where files go."""
 
-    graph: dict[str, Any]
-    uploads: list[ResolvedImage] = field(default_factory=list)
+    graph: Graph
+    prompt_id: str
+    run_key: str
+    earlier_prompt_ids: tuple[str, ...] = ()
+    uploads: Sequence[ResolvedImage] = ()
     params: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
 
 
-class TaskPreparer:
-    """Holds the worker's templates (loaded once) and prepares each task's graph."""
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is for: its prompt id, run key, and earlier attempts' prompt ids."""
 
-    def __init__(self, settings: ComfySettings, templates: TemplateSet | None = None) -> None:
+    prompt_id: str
+    run_key: str
+    earlier_prompt_ids: tuple[str, ...] = ()
+    unique_prefix: str = ""
+
+
+class TaskPreparer:
+    """Holds the worker's templates (loaded once) and turns task inputs into requests."""
+
+    def __init__(
+        self,
+        settings: ComfySettings,
+        templates: TemplateSet | None = None,
+        fetcher: Fetcher | None = None,
+    ) -> None:
         self.settings = settings
+        self.fetcher = fetcher or Fetcher(settings)
         self.templates = templates or load_templates(settings.workflows_dir)
         for file, reason in self.templates.errors.items():
             log.error("templates.broken", file=file, reason=reason)
@@ -44,14 +67,14 @@ class TaskPreparer:
             "templates.loaded", directory=str(settings.workflows_dir), names=self.templates.names()
         )
 
-    def prepare(
+    def request(
         self,
         obj: object,
+        identity: Identity,
         *,
-        unique_prefix: str,
         params: dict[str, Any] | None = None,
         overrides: dict[str, Any] | None = None,
-    ) -> Prepared:
+    ) -> RunRequest:
         """Parse the input, render its template or graph, resolve and bind its images."""
         task = parse_task_input(obj)
         if task.template is not None:
@@ -64,25 +87,28 @@ class TaskPreparer:
             {**task.overrides, **(overrides or {})},
             image_names=task.image_names,
         )
-        images = resolve_images(task.images, self.settings, unique_prefix=unique_prefix)
-        graph = bind_images(rendered.graph, images)
-        return Prepared(graph, images, rendered.params, task.template)
+        images = resolve_images(
+            task.images,
+            self.settings,
+            unique_prefix=identity.unique_prefix or identity.prompt_id[:8],
+            fetcher=self.fetcher,
+        )
+        bind_images(rendered.graph, images)
+        return RunRequest(
+            graph=rendered.graph,
+            prompt_id=identity.prompt_id,
+            run_key=identity.run_key,
+            earlier_prompt_ids=identity.earlier_prompt_ids,
+            uploads=images,
+            params=rendered.params,
+            template=task.template,
+        )
 
 
-def prepare_file(
-    path: Path,
-    settings: ComfySettings,
-    *,
-    params: dict[str, Any],
-    overrides: dict[str, Any],
-    unique_prefix: str,
-) -> Prepared:
+def read_task_file(path: Path) -> object:
     """``main.py run FILE``: a graph, a template file (with ``_params``) or a task envelope."""
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except OSError as exc:
         raise InvalidWorkflowError(f"{path}: cannot read: {exc.strerror}", file=str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidWorkflowError(f"{path}: not valid JSON: {exc}", file=str(path)) from None
-    preparer = TaskPreparer(settings)
-    return preparer.prepare(obj, unique_prefix=unique_prefix, params=params, overrides=overrides)
+    return jsonsafe.loads(text, source=str(path))

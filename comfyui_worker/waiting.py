@@ -3,13 +3,17 @@
 Every wake-up (a terminal event for our prompt, a queue change, a socket drop) costs
 one GET /history. Every ``poll_interval_s`` a full tick also reads /queue, so a
 prompt that ComfyUI forgot (restart) is found within ``VANISHED_AFTER_TICKS`` ticks,
-and completions are never missed even with the socket down.
+and completions are never missed even with the socket down. While the prompt is
+known to ComfyUI, transient HTTP failures are ridden out up to the deadline: a burst
+of 5xx must not fail a healthy generation. Whatever ends the wait early (deadline,
+shutdown, a cancelled job) frees the GPU first.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,18 +22,25 @@ import structlog
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.errors import (
     ComfyOutOfMemoryError,
+    ComfyWorkerError,
     ExecutionFailedError,
     ExecutionInterruptedError,
     ExecutionTimeoutError,
     PromptVanishedError,
+    TechnicalError,
     WorkerShuttingDownError,
 )
-from comfyui_worker.events import EventStream, ProgressCallback
+from comfyui_worker.events import Watch
 
 log = structlog.get_logger("comfyui_worker.waiting")
 
 VANISHED_AFTER_TICKS = 3
 RACE_RECHECK_S = 0.005  # execution_success can beat /history by a few ms
+EVENTS_GRACE_S = 0.05  # /history can beat the socket's last events: let them arrive
+
+# Called at each tick; returns an error to end the wait with (a cancelled job, a
+# fenced attempt) after the prompt was cancelled, or None to go on waiting.
+StopCheck = Callable[[], ComfyWorkerError | None]
 
 
 @dataclass(frozen=True)
@@ -40,116 +51,139 @@ class Finished:
     detected_at: float  # time.monotonic()
 
 
-def wait_for_prompt(
-    client: ComfyClient,
-    events: EventStream,
-    prompt_id: str,
-    *,
-    deadline: float,
-    poll_interval_s: float,
-    on_event: ProgressCallback | None = None,
-    abort: threading.Event | None = None,
-) -> Finished:
-    """Block until ``prompt_id`` is in /history; raise for errors, interrupts, deadline."""
-    missing_ticks = 0
-    next_tick = 0.0
-    race_pause_s = RACE_RECHECK_S
-    with events.watch(prompt_id, on_event) as watch:
+@dataclass
+class WaitPolicy:
+    """How long and how often to look, and what may end the wait early."""
+
+    timeout_s: float
+    poll_interval_s: float
+    abort: threading.Event
+    stop: StopCheck | None = None
+    jobs_api: bool = False
+
+
+class Waiter:
+    """One wait for one prompt; ``run`` returns the successful entry or raises."""
+
+    def __init__(self, client: ComfyClient, watch: Watch, policy: WaitPolicy) -> None:
+        self.client = client
+        self.watch = watch
+        self.prompt_id = watch.prompt_id
+        self.policy = policy
+        self._missing_ticks = 0
+        self._deadline = time.monotonic() + policy.timeout_s
+
+    def run(self) -> Finished:
+        """Block until the prompt is in /history; raise for errors, interrupts, deadline."""
+        next_tick = 0.0
+        race_pause_s = RACE_RECHECK_S
         while True:
-            entry = client.history(prompt_id)
+            entry = self._ride_out(lambda: self.client.history(self.prompt_id))
             if entry is not None:
-                return Finished(outcome(prompt_id, entry), time.monotonic())
+                self._let_events_arrive()
+                return Finished(outcome(self.prompt_id, entry), time.monotonic())
             now = time.monotonic()
-            if abort is not None and abort.is_set():
-                state = cancel(client, prompt_id)
-                raise WorkerShuttingDownError(
-                    f"worker shut down while prompt {prompt_id} ran; it was {state}",
-                    prompt_id=prompt_id,
-                )
-            if now >= deadline:
-                raise _DeadlinePassed
+            self._check_abort_and_deadline(now)
             if now >= next_tick:
-                missing_ticks = _tick(client, prompt_id, missing_ticks)
-                next_tick = now + poll_interval_s
+                self._tick()
+                next_tick = now + self.policy.poll_interval_s
             pause = next_tick - now
-            if watch.terminal_seen:  # finished per the socket; /history lags by a few ms
+            if self.watch.terminal_seen:  # finished per the socket; /history lags by a few ms
                 pause, race_pause_s = min(pause, race_pause_s), race_pause_s * 2
-            watch.wait(min(pause, deadline - now))
+            self.watch.wait(min(pause, self._deadline - now))
+
+    def _check_abort_and_deadline(self, now: float) -> None:
+        if self.policy.abort.is_set():
+            state = self.cancel()
+            raise WorkerShuttingDownError(
+                f"worker shut down while prompt {self.prompt_id} ran; it was {state}",
+                prompt_id=self.prompt_id,
+            )
+        if now >= self._deadline:
+            state = self.cancel()
+            raise ExecutionTimeoutError(
+                f"prompt {self.prompt_id} did not finish within {self.policy.timeout_s:g}s "
+                f"(COMFYUI_HISTORY_TIMEOUT_SEC); it was {state}",
+                prompt_id=self.prompt_id,
+                timeout_s=self.policy.timeout_s,
+                cancelled=state,
+            )
+
+    def _tick(self) -> None:
+        """Liveness (is the prompt still known?) and the caller's stop check."""
+        known = self._ride_out(lambda: self.client.knows(self.prompt_id))
+        if known is not None:
+            self._count_missing(known)
+        stop = self.policy.stop
+        reason = stop() if stop is not None else None
+        if reason is not None:
+            state = self.cancel()
+            log.info("comfy.wait_stopped", reason=reason.name, cancelled=state)
+            raise reason
+
+    def _count_missing(self, known: bool) -> None:
+        """Count ticks on which the prompt is neither queued, running nor finished."""
+        if known:
+            self._missing_ticks = 0
+            return
+        self._missing_ticks += 1
+        log.warning("comfy.prompt_missing", missing_ticks=self._missing_ticks)
+        if self._missing_ticks >= VANISHED_AFTER_TICKS:
+            raise PromptVanishedError(
+                f"prompt {self.prompt_id} is in neither ComfyUI's queue nor its history "
+                f"(checked {self._missing_ticks} times): ComfyUI probably restarted",
+                prompt_id=self.prompt_id,
+            )
+
+    def _ride_out(self, call: Callable[[], Any]) -> Any:
+        """Run ``call``; a technical failure is logged and read as "no news" (None)."""
+        try:
+            return call()
+        except TechnicalError as exc:
+            log.warning("comfy.wait_transient_error", error=exc.name, message=exc.message)
+            return None
+
+    def _let_events_arrive(self) -> None:
+        """If /history won the race with the socket, give its last events a moment."""
+        if not self.watch.terminal_seen and self.watch.connected():
+            self.watch.wait_terminal(EVENTS_GRACE_S)
+
+    def cancel(self) -> str:
+        """Free the GPU; never raises (ComfyUI may be the reason we are cancelling)."""
+        try:
+            return cancel(self.client, self.prompt_id, jobs_api=self.policy.jobs_api)
+        except TechnicalError as exc:
+            log.warning("comfy.cancel_failed", error=exc.name, message=exc.message)
+            return f"not cancelled ({exc.name}: ComfyUI may still run it)"
 
 
-class _DeadlinePassed(Exception):
-    """Internal: the execution deadline passed while waiting."""
-
-
-def _tick(client: ComfyClient, prompt_id: str, missing_ticks: int) -> int:
-    """Count ticks on which the prompt is neither queued, running nor finished."""
-    if client.knows(prompt_id):
-        return 0
-    missing_ticks += 1
-    log.warning("comfy.prompt_missing", missing_ticks=missing_ticks)
-    if missing_ticks >= VANISHED_AFTER_TICKS:
-        raise PromptVanishedError(
-            f"prompt {prompt_id} is in neither ComfyUI's queue nor its history "
-            f"(checked {missing_ticks} times): ComfyUI probably restarted",
-            prompt_id=prompt_id,
-        )
-    return missing_ticks
-
-
-def wait_or_cancel(
-    client: ComfyClient,
-    events: EventStream,
-    prompt_id: str,
-    *,
-    timeout_s: float,
-    poll_interval_s: float,
-    on_event: ProgressCallback | None = None,
-    abort: threading.Event | None = None,
-) -> Finished:
-    """Like ``wait_for_prompt`` with a deadline that frees the GPU when it passes."""
-    try:
-        return wait_for_prompt(
-            client,
-            events,
-            prompt_id,
-            deadline=time.monotonic() + timeout_s,
-            poll_interval_s=poll_interval_s,
-            on_event=on_event,
-            abort=abort,
-        )
-    except _DeadlinePassed:
-        state = cancel(client, prompt_id)
-        raise ExecutionTimeoutError(
-            f"prompt {prompt_id} did not finish within {timeout_s:g}s "
-            f"(COMFYUI_HISTORY_TIMEOUT_SEC); it was {state}",
-            prompt_id=prompt_id,
-            timeout_s=timeout_s,
-            cancelled=state,
-        ) from None
-
-
-def cancel(client: ComfyClient, prompt_id: str) -> str:
+def cancel(client: ComfyClient, prompt_id: str, *, jobs_api: bool = False) -> str:
     """Free the GPU: delete the prompt if pending, interrupt it if running."""
     queue = client.queue()
+    if prompt_id not in queue:
+        return "no longer queued"
+    if jobs_api:  # one atomic call on servers that have it
+        client.cancel_job(prompt_id)
+        log.info("comfy.prompt_cancelled", prompt_id=prompt_id)
+        return "interrupted" if prompt_id in queue.running else "deleted from the queue"
     if prompt_id in queue.pending:
         client.delete_pending([prompt_id])
         queue = client.queue()  # it may have started in between
         if prompt_id not in queue.running:
             log.info("comfy.prompt_deleted", prompt_id=prompt_id)
             return "deleted from the queue"
-    if prompt_id in queue.running:
-        client.interrupt(prompt_id)
-        log.info("comfy.prompt_interrupted", prompt_id=prompt_id)
-        return "interrupted"
-    return "no longer queued"
+    client.interrupt(prompt_id)
+    log.info("comfy.prompt_interrupted", prompt_id=prompt_id)
+    return "interrupted"
 
 
 def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Return a successful entry; raise the matching error for a failed one."""
-    status = entry.get("status") or {}
+    status = entry.get("status")
+    status = status if isinstance(status, dict) else {}
     if status.get("status_str", "success") == "success":
         return entry
-    messages = {kind: data for kind, data in status.get("messages", []) if isinstance(data, dict)}
+    messages = _messages(status)
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         raise ExecutionInterruptedError(
@@ -162,7 +196,17 @@ def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     raise _execution_error(prompt_id, messages.get("execution_error", {}))
 
 
-def _execution_error(prompt_id: str, data: dict[str, Any]) -> Exception:
+def _messages(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``status.messages`` as {kind: data}, skipping anything malformed."""
+    raw = status.get("messages")
+    found: dict[str, dict[str, Any]] = {}
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
+            found[str(item[0])] = item[1]
+    return found
+
+
+def _execution_error(prompt_id: str, data: dict[str, Any]) -> ComfyWorkerError:
     """A node raised: out-of-memory is retryable, anything else is the workflow's fault."""
     details = {
         "prompt_id": prompt_id,
@@ -175,12 +219,13 @@ def _execution_error(prompt_id: str, data: dict[str, Any]) -> Exception:
         f"node {details['node_id']} ({details['node_type']}) raised "
         f"{details['exception_type']}: {details['exception_message']}"
     )
-    if _is_oom(details):
+    if is_out_of_memory(details):
         return ComfyOutOfMemoryError(f"ComfyUI ran out of memory: {text}", **details)
     return ExecutionFailedError(text, **details)
 
 
-def _is_oom(details: dict[str, Any]) -> bool:
-    kind = str(details["exception_type"] or "")
-    message = str(details["exception_message"]).lower()
+def is_out_of_memory(details: dict[str, Any]) -> bool:
+    """Torch's OutOfMemoryError, or a CUDA/HIP/MPS allocation failure in the message."""
+    kind = str(details.get("exception_type") or "")
+    message = str(details.get("exception_message") or "").lower()
     return "OutOfMemory" in kind or "out of memory" in message or "allocation on device" in message

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stamina
 
 from comfyui_worker.execution import Runner
 from comfyui_worker.settings import ComfySettings, load_comfy
-from tests.fakes.comfyui import FakeComfyUI
+from comfyui_worker.tasks import Identity, RunRequest, TaskPreparer
+from comfyui_worker.templates import TemplateSet
+from fakes.comfyui import FakeComfyUI
 
 
 @pytest.fixture(autouse=True)
@@ -70,3 +74,21 @@ def wait_until(condition: Callable[[], object], timeout_s: float = 10.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         time.sleep(0.02)
+
+
+_PREPARER = TaskPreparer(
+    make_settings("http://unused.test", Path("/nonexistent")), templates=TemplateSet(Path("."))
+)
+
+
+def make_request(
+    graph: Any,
+    *,
+    prompt_id: str | None = None,
+    run_key: str | None = None,
+    earlier_prompt_ids: tuple[str, ...] = (),
+) -> RunRequest:
+    """A request built the way the worker builds one: parsed and validated once."""
+    prompt_id = prompt_id or str(uuid.uuid4())
+    identity = Identity(prompt_id, run_key or prompt_id, earlier_prompt_ids)
+    return _PREPARER.request(graph, identity)

@@ -22,8 +22,8 @@ from typing import Any
 
 from littlehorse.model import ReportTaskRun, TaskStatus
 
-from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.littlehorse import FakeLittleHorse
+from fakes.comfyui import FakeComfyUI
+from fakes.littlehorse import FakeLittleHorse
 from tests.graphs import PNG_1PX_BASE64
 
 ROOT = Path(__file__).resolve().parent.parent

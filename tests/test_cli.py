@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.littlehorse import FakeLittleHorse
+from fakes.comfyui import FakeComfyUI
+from fakes.littlehorse import FakeLittleHorse
+from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,25 @@ def test_run_smoke_prints_the_result_and_progress(comfy: FakeComfyUI, tmp_path: 
     result = json.loads(done.stdout)
     assert result["status"] == "success" and result["params"]["color"] == 255
     assert Path(result["outputs"][0]["path"]).is_file()
-    assert "node 3/3" in done.stderr
+    nodes = [line for line in done.stderr.splitlines() if line.startswith("node ")]
+    assert nodes == [
+        "node 1/3: 1 (EmptyImage)",
+        "node 2/3: 2 (ImageBlur)",
+        "node 3/3: 3 (SaveImage)",
+    ]
+
+
+def test_run_accepts_a_template_name(comfy: FakeComfyUI, tmp_path: Path):
+    """`run smoke --param color=255` runs the template of that name from the workflows dir."""
+    done = main_py("run", "smoke", "--param", "color=255", env=comfy_env(comfy, tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["template"] == "smoke"
+
+
+def test_run_names_an_unknown_template_or_file(comfy: FakeComfyUI, tmp_path: Path):
+    """A name that is neither a file nor a template exits 4 with a did-you-mean."""
+    done = main_py("run", "smoek", env=comfy_env(comfy, tmp_path / "out"))
+    assert done.returncode == 4 and "did you mean 'smoke'?" in done.stderr
 
 
 def test_run_output_dir_flag_overrides_the_setting(comfy: FakeComfyUI, tmp_path: Path):
@@ -156,20 +175,17 @@ def test_check_fails_when_comfyui_is_down_or_a_template_is_broken(tmp_path: Path
     assert "FAIL  ComfyUI" in done.stdout and "FAIL  template file broken.json: " in done.stdout
 
 
-def test_register_deploys_task_def_and_wf_spec(comfy: FakeComfyUI, tmp_path: Path):
-    """`register` puts the TaskDef and the comfyui-generate WfSpec with a long timeout and retries."""
+def test_register_deploys_task_def_and_wf_spec(tmp_path: Path):
+    """`register` needs no COMFYUI_* settings and puts the TaskDef and a long-timeout WfSpec."""
     with FakeLittleHorse() as lh:
-        done = main_py(
-            "register",
-            env={**lh.env(), **comfy_env(comfy, tmp_path), "COMFYUI_HISTORY_TIMEOUT_SEC": "900"},
-        )
+        done = main_py("register", env={**lh.env(), "COMFYUI_HISTORY_TIMEOUT_SEC": "900"})
         assert done.returncode == 0, done.stderr
         assert "execute-comfyui-workflow" in lh.task_defs
         spec = lh.wf_specs["comfyui-generate"]
     thread = spec.thread_specs[spec.entrypoint_thread_name]
     task_nodes = [n for n in thread.nodes.values() if n.HasField("task")]
     [node] = task_nodes
-    assert node.task.timeout_seconds > 900 and node.task.retries == 3
+    assert node.task.timeout_seconds == 2 * (900 + 300) and node.task.retries == 3
     assert node.task.exponential_backoff.base_interval_ms > 0
     handled = {h.specific_failure for h in node.failure_handlers}
     assert {
@@ -178,5 +194,82 @@ def test_register_deploys_task_def_and_wf_spec(comfy: FakeComfyUI, tmp_path: Pat
         "output-rejected",
         "execution-interrupted",
         "TASK_ERROR",
+        "TIMEOUT",
     } <= handled
     assert thread.variable_defs[0].var_def.name == "workflow"
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_register_without_littlehorse_is_one_line_and_exit_8():
+    """No LittleHorse: one line naming host:port and what to check, exit 8, no traceback."""
+    port = closed_port()
+    env = {"LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": str(port)}
+    done = main_py("register", env=env)
+    assert done.returncode == 8, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error [littlehorse-unavailable]") and f"127.0.0.1:{port}" in line
+    assert "LHC_API_HOST" in line
+
+
+def test_check_checks_littlehorse_when_configured(comfy: FakeComfyUI, tmp_path: Path):
+    """With LHC_API_HOST set, `check` reports LittleHorse too, and exits 8 when it is down."""
+    with FakeLittleHorse() as lh:
+        done = main_py("check", env={**comfy_env(comfy, tmp_path), **lh.env()})
+    assert done.returncode == 0 and f"LittleHorse at {lh.address} reachable" in done.stdout
+    env = {
+        **comfy_env(comfy, tmp_path),
+        "LHC_API_HOST": "127.0.0.1",
+        "LHC_API_PORT": str(closed_port()),
+    }
+    done = main_py("check", env=env)
+    assert done.returncode == 8 and "FAIL  LittleHorse: LittleHorse at 127.0.0.1:" in done.stdout
+
+
+def test_ctrl_c_cancels_the_prompt_in_comfyui(comfy: FakeComfyUI, tmp_path: Path):
+    """SIGINT (or SIGTERM) during `run` interrupts its prompt, so a re-run does not double the work."""
+    import signal
+
+    comfy.execution_time_s = 6  # 2 s per node: the interrupt lands at the next node boundary
+    env = {"PATH": os.environ.get("PATH", ""), "WORKER_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "run", "smoke"],
+        cwd=ROOT,
+        env={**env, **comfy_env(comfy, tmp_path / "out")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: comfy.submitted, timeout_s=30)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "was interrupted" in stderr, stderr
+    wait_until(lambda: comfy.submitted[0] in comfy.interrupted)
+
+
+def test_credentials_in_the_comfyui_url_never_show(comfy: FakeComfyUI, tmp_path: Path):
+    """A password in COMFYUI_BASE_URL reaches neither the result, the manifest nor the output."""
+    url = comfy.base_url.replace("http://", "http://admin:s3cr3t-pw@")
+    env = {
+        **comfy_env(comfy, tmp_path / "out"),
+        "COMFYUI_BASE_URL": url,
+        "WORKER_LOG_LEVEL": "debug",
+    }
+    done = main_py("run", "smoke", env=env)
+    assert done.returncode == 0, done.stderr
+    manifest = Path(json.loads(done.stdout)["manifest"]).read_text()
+    assert "s3cr3t-pw" not in done.stdout + done.stderr + manifest
+    assert json.loads(done.stdout)["comfyui"]["base_url"] == comfy.base_url
+    failing = {
+        **env,
+        "COMFYUI_BASE_URL": "http://admin:s3cr3t-pw@127.0.0.1:9",
+        "COMFYUI_HTTP_RETRIES": "0",
+    }
+    done = main_py("run", "smoke", env=failing)
+    assert done.returncode == 6 and "s3cr3t-pw" not in done.stdout + done.stderr

@@ -1,4 +1,4 @@
-"""ComfyClient against pytest-httpx: retries, 4xx vs 5xx, error formatting."""
+"""ComfyClient through its transport seam (httpx.MockTransport): retries, 4xx vs 5xx, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pytest_httpx import HTTPXMock
 
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.errors import (
@@ -28,12 +27,46 @@ def sample(name: str) -> dict[str, Any]:
     return loaded
 
 
+class Script:
+    """A MockTransport handler answering each path from a list, recording every request."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, httpx.Response | Exception]] = []
+        self.requests: list[httpx.Request] = []
+
+    def add_response(self, url: str, status_code: int = 200, **kwargs: Any) -> None:
+        self.answers.append((url, httpx.Response(status_code, **kwargs)))
+
+    def add_exception(self, exc: Exception, url: str) -> None:
+        self.answers.append((url, exc))
+
+    def get_requests(self) -> list[httpx.Request]:
+        return self.requests
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        url = str(request.url.copy_with(query=None))
+        for index, (wanted, answer) in enumerate(self.answers):
+            if wanted == url:
+                del self.answers[index]
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
+        raise AssertionError(f"no answer scripted for {url}")
+
+
 @pytest.fixture
-def client(tmp_path: Path) -> ComfyClient:
-    return ComfyClient(make_settings(BASE, tmp_path, COMFYUI_HTTP_RETRIES="2"))
+def httpx_mock() -> Script:
+    return Script()
 
 
-def test_connection_errors_are_retried_then_reported(client: ComfyClient, httpx_mock: HTTPXMock):
+@pytest.fixture
+def client(tmp_path: Path, httpx_mock: Script) -> ComfyClient:
+    settings = make_settings(BASE, tmp_path, COMFYUI_HTTP_RETRIES="2")
+    return ComfyClient(settings, transport=httpx.MockTransport(httpx_mock))
+
+
+def test_connection_errors_are_retried_then_reported(client: ComfyClient, httpx_mock: Script):
     """Three connection failures with two retries give ComfyUnavailableError naming the URL."""
     for _ in range(3):
         httpx_mock.add_exception(httpx.ConnectError("refused"), url=f"{BASE}/queue")
@@ -42,7 +75,7 @@ def test_connection_errors_are_retried_then_reported(client: ComfyClient, httpx_
     assert len(httpx_mock.get_requests()) == 3
 
 
-def test_5xx_burst_is_retried_until_success(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_5xx_burst_is_retried_until_success(client: ComfyClient, httpx_mock: Script):
     """Two 503s followed by a 200 succeed on the third try."""
     httpx_mock.add_response(url=f"{BASE}/queue", status_code=503)
     httpx_mock.add_response(url=f"{BASE}/queue", status_code=502)
@@ -52,7 +85,7 @@ def test_5xx_burst_is_retried_until_success(client: ComfyClient, httpx_mock: HTT
     assert queue.pending == ["c8d9d210-fca7-4d97-b86b-b00f862fe0ec"]
 
 
-def test_persistent_5xx_becomes_server_error(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_persistent_5xx_becomes_server_error(client: ComfyClient, httpx_mock: Script):
     """A 500 on every try ends as ComfyServerError with the status."""
     for _ in range(3):
         httpx_mock.add_response(url=f"{BASE}/system_stats", status_code=500, text="boom")
@@ -62,7 +95,7 @@ def test_persistent_5xx_becomes_server_error(client: ComfyClient, httpx_mock: HT
     assert "boom" in info.value.message
 
 
-def test_4xx_is_not_retried(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_4xx_is_not_retried(client: ComfyClient, httpx_mock: Script):
     """A 404 is reported at once, after exactly one request."""
     httpx_mock.add_response(url=f"{BASE}/history/x", status_code=404)
     with pytest.raises(ComfyRequestError, match="404"):
@@ -70,7 +103,7 @@ def test_4xx_is_not_retried(client: ComfyClient, httpx_mock: HTTPXMock):
     assert len(httpx_mock.get_requests()) == 1
 
 
-def test_prompt_400_lists_each_failing_node(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_prompt_400_lists_each_failing_node(client: ComfyClient, httpx_mock: Script):
     """The type-mismatch 400 names node 2, its class and the details."""
     body = sample("post_prompt_400_type_mismatch.json")["body"]
     httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
@@ -83,7 +116,7 @@ def test_prompt_400_lists_each_failing_node(client: ComfyClient, httpx_mock: HTT
     assert len(httpx_mock.get_requests()) == 1
 
 
-def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_mock: Script):
     """A missing checkpoint reads as `ckpt_name 'x' not in [...]` for its node."""
     body = {
         "error": {
@@ -115,7 +148,7 @@ def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_moc
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
 
 
-def test_prompt_400_unknown_node_keeps_details(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_prompt_400_unknown_node_keeps_details(client: ComfyClient, httpx_mock: Script):
     """An invalid_prompt 400 without node errors keeps ComfyUI's message and details."""
     body = sample("post_prompt_400_unknown_node.json")["body"]
     httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
@@ -125,7 +158,7 @@ def test_prompt_400_unknown_node_keeps_details(client: ComfyClient, httpx_mock: 
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
 
 
-def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: Script):
     """POST /prompt fails after one request: a blind retry could queue the prompt twice."""
     httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=f"{BASE}/prompt")
     with pytest.raises(ComfyUnavailableError):
@@ -133,7 +166,7 @@ def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: 
     assert len(httpx_mock.get_requests()) == 1
 
 
-def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, httpx_mock: Script):
     """The client-chosen prompt_id and client_id are in the body; the number comes back."""
     httpx_mock.add_response(
         url=f"{BASE}/prompt", json=sample("post_prompt_200_client_prompt_id.json")["body"]
@@ -145,32 +178,38 @@ def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, httpx_mock: H
     assert (sent["prompt_id"], sent["client_id"], number) == ("pid", "cid", 19)
 
 
-def test_non_json_answer_is_a_server_error(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_non_json_answer_is_a_server_error(client: ComfyClient, httpx_mock: Script):
     """An HTML page instead of JSON (wrong URL) is reported as not ComfyUI."""
     httpx_mock.add_response(url=f"{BASE}/system_stats", text="<html>login</html>")
     with pytest.raises(ComfyServerError, match="is COMFYUI_BASE_URL really ComfyUI"):
         client.system_stats()
 
 
-def test_auth_token_and_headers_are_sent(tmp_path: Path, httpx_mock: HTTPXMock):
+def test_auth_token_and_headers_are_sent(tmp_path: Path, httpx_mock: Script):
     """COMFYUI_AUTH_TOKEN and COMFYUI_HTTP_HEADERS go on every request."""
     settings = make_settings(
         BASE, tmp_path, COMFYUI_AUTH_TOKEN="s3cret", COMFYUI_HTTP_HEADERS='{"X-Tenant": "a"}'
     )
     httpx_mock.add_response(url=f"{BASE}/system_stats", json=sample("get_system_stats.json"))
-    assert ComfyClient(settings).version() == "0.3.64"
+    httpx_mock.add_response(
+        url=f"{BASE}/api/jobs/00000000-0000-4000-8000-000000000000",
+        status_code=404,
+        text="404: Not Found",
+    )
+    info = ComfyClient(settings, transport=httpx.MockTransport(httpx_mock)).server_info()
+    assert (info.version, info.jobs_api) == ("0.3.64", False)
     request = httpx_mock.get_requests()[0]
     assert request.headers["authorization"] == "Bearer s3cret"
     assert request.headers["x-tenant"] == "a"
 
 
-def test_history_unknown_prompt_is_none(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_history_unknown_prompt_is_none(client: ComfyClient, httpx_mock: Script):
     """`{}` from /history/{id} means not finished (or unknown)."""
     httpx_mock.add_response(url=f"{BASE}/history/abc", json={})
     assert client.history("abc") is None
 
 
-def test_interrupt_and_delete_send_targeted_bodies(client: ComfyClient, httpx_mock: HTTPXMock):
+def test_interrupt_and_delete_send_targeted_bodies(client: ComfyClient, httpx_mock: Script):
     """Interrupt names the prompt; delete lists the pending ids."""
     httpx_mock.add_response(url=f"{BASE}/interrupt")
     httpx_mock.add_response(url=f"{BASE}/queue")

@@ -21,10 +21,11 @@ from comfyui_worker.errors import (
     OutputRejectedError,
     PromptVanishedError,
 )
-from comfyui_worker.execution import Runner, RunRequest
+from comfyui_worker.execution import Runner
 from comfyui_worker.settings import ComfySettings
-from tests.conftest import make_settings, wait_until
-from tests.fakes.comfyui import FakeComfyUI
+from comfyui_worker.tasks import RunRequest
+from fakes.comfyui import FakeComfyUI
+from tests.conftest import make_request, make_settings, wait_until
 from tests.graphs import smoke
 
 
@@ -53,8 +54,7 @@ def big(size_bytes: int) -> dict[str, Any]:
 
 
 def request(graph: dict[str, Any], **kw: Any) -> RunRequest:
-    prompt_id = kw.pop("prompt_id", str(uuid.uuid4()))
-    return RunRequest(graph=graph, prompt_id=prompt_id, run_key=kw.pop("run_key", prompt_id), **kw)
+    return make_request(graph, **kw)
 
 
 def sha(path: str | Path) -> str:
@@ -87,34 +87,32 @@ def test_smoke_run_saves_outputs_and_returns_the_result(
     """A success saves every file with sha256, writes the manifest and fills the result."""
     prompt_id = str(uuid.uuid4())
     result = runner.run(request(smoke(), prompt_id=prompt_id, run_key="runs/one"))
-    assert comfy.submitted == [prompt_id] and result["prompt_id"] == prompt_id
-    [out] = result["outputs"]
-    assert out["node_id"] == "3" and out["key"] == "images" and out["comfy_type"] == "output"
-    assert out["path"] == str(settings.output_dir / "runs/one" / out["subfolder"] / out["filename"])
-    assert out["size_bytes"] == Path(out["path"]).stat().st_size and out["sha256"] == sha(
-        out["path"]
-    )
-    assert out["media_type"] == "image/png"
-    assert set(result["timings_ms"]) == {
+    assert comfy.submitted == [prompt_id] and result.prompt_id == prompt_id
+    [out] = result.outputs
+    assert out.node_id == "3" and out.key == "images" and out.comfy_type == "output"
+    assert out.path == str(settings.output_dir / "runs/one" / out.subfolder / out.filename)
+    assert out.size_bytes == Path(out.path).stat().st_size and out.sha256 == sha(out.path)
+    assert out.media_type == "image/png"
+    assert set(result.timings_ms.model_dump()) == {
         "queued",
         "executing",
         "downloading",
         "total",
         "comfy_execution",
     }
-    assert result["comfyui"] == {"base_url": comfy.base_url, "version": "0.3.64"}
-    manifest = json.loads(Path(result["manifest"]).read_text())
-    assert manifest["outputs"] == result["outputs"] and "created_at" in manifest
-    assert len(json.dumps(result)) < 10_000
+    assert result.comfyui.model_dump() == {"base_url": comfy.base_url, "version": "0.3.64"}
+    manifest = json.loads(Path(result.manifest).read_text())
+    assert manifest["outputs"] == result.manifest_json()["outputs"] and "created_at" in manifest
+    assert len(json.dumps(result.to_json())) < 10_000
 
 
 def test_every_output_key_is_downloaded_and_temp_skipped(runner: Runner):
     """Images are saved, temp previews skipped by default, text kept in the result."""
     result = runner.run(request(multi()))
-    files = sorted((o["node_id"], o["subfolder"], o["filename"]) for o in result["outputs"])
+    files = sorted((o.node_id, o.subfolder, o.filename) for o in result.outputs)
     assert files == [("2", "sample", "still_00001_.png"), ("2", "sample", "still_00002_.png")]
-    assert result["skipped_temp_outputs"] == 2
-    assert result["text"] == {"4": ["a caption"]}
+    assert result.skipped_temp_outputs == 2
+    assert result.text == {"4": ["a caption"]}
 
 
 def test_temp_previews_are_saved_when_configured(comfy: FakeComfyUI, tmp_path: Path):
@@ -122,21 +120,19 @@ def test_temp_previews_are_saved_when_configured(comfy: FakeComfyUI, tmp_path: P
     settings = make_settings(comfy.base_url, tmp_path / "out", COMFYUI_INCLUDE_TEMP_OUTPUTS="true")
     with Runner(settings) as r:
         result = r.run(request(multi(), run_key="r"))
-    temps = [o for o in result["outputs"] if o["comfy_type"] == "temp"]
-    assert len(temps) == 2 and all(o["relative_path"].startswith("temp/") for o in temps)
-    assert all(Path(o["path"]).is_file() for o in temps)
+    temps = [o for o in result.outputs if o.comfy_type == "temp"]
+    assert len(temps) == 2 and all(o.relative_path.startswith("temp/") for o in temps)
+    assert all(Path(o.path).is_file() for o in temps)
 
 
 def test_cached_rerun_downloads_the_same_files_again(runner: Runner, comfy: FakeComfyUI):
     """A fully cached re-run points at the same ComfyUI files; both runs keep full copies."""
     first = runner.run(request(smoke(color=7)))
     second = runner.run(request(smoke(color=7)))
-    assert [o["filename"] for o in first["outputs"]] == [o["filename"] for o in second["outputs"]]
-    assert first["outputs"][0]["path"] != second["outputs"][0]["path"]
-    assert first["outputs"][0]["sha256"] == second["outputs"][0]["sha256"]
-    comfy_file = (
-        comfy.root / "output" / first["outputs"][0]["subfolder"] / first["outputs"][0]["filename"]
-    )
+    assert [o.filename for o in first.outputs] == [o.filename for o in second.outputs]
+    assert first.outputs[0].path != second.outputs[0].path
+    assert first.outputs[0].sha256 == second.outputs[0].sha256
+    comfy_file = comfy.root / "output" / first.outputs[0].subfolder / first.outputs[0].filename
     assert comfy_file.is_file()  # ComfyUI's own file was neither moved nor deleted
 
 
@@ -144,9 +140,9 @@ def test_large_output_streams_to_disk(runner: Runner):
     """A 64 MiB output arrives whole, with the right hash, and no temp file remains."""
     size = 64 * 1024 * 1024
     result = runner.run(request(big(size)))
-    [out] = result["outputs"]
-    assert out["size_bytes"] == size and sha(out["path"]) == out["sha256"]
-    leftovers = [p for p in Path(result["output_dir"]).rglob("*.part")]
+    [out] = result.outputs
+    assert out.size_bytes == size and sha(out.path) == out.sha256
+    leftovers = list(Path(result.output_dir).rglob("*.part"))
     assert leftovers == []
 
 
@@ -165,7 +161,7 @@ def test_view_5xx_burst_is_retried(runner: Runner, comfy: FakeComfyUI):
     """Two 503s from /view are retried and the file still arrives."""
     comfy.fail_requests("GET", "/view", count=2, status=503)
     result = runner.run(request(smoke(color=9)))
-    assert Path(result["outputs"][0]["path"]).is_file()
+    assert Path(result.outputs[0].path).is_file()
 
 
 # --- 3. waiting: WebSocket, fallback, race, vanished ---------------------------------
@@ -189,7 +185,7 @@ def test_polling_fallback_when_websocket_is_refused(comfy: FakeComfyUI, settings
     with Runner(settings) as r:
         result = r.run(request(smoke(color=3)))
         assert not r.events.connected
-    assert result["status"] == "success"
+    assert result.status == "success"
 
 
 def test_websocket_drop_mid_execution_never_misses_completion(runner: Runner, comfy: FakeComfyUI):
@@ -197,14 +193,14 @@ def test_websocket_drop_mid_execution_never_misses_completion(runner: Runner, co
     comfy.execution_time_s = 0.6
     threading.Timer(0.2, comfy.drop_websockets).start()
     result = runner.run(request(smoke(color=4)))
-    assert result["status"] == "success"
+    assert result.status == "success"
 
 
 def test_history_lagging_behind_the_websocket_is_handled(runner: Runner, comfy: FakeComfyUI):
     """execution_success before /history holds the entry (the documented race) still succeeds."""
     comfy.history_delay_s = 0.05
     result = runner.run(request(smoke(color=5)))
-    assert result["status"] == "success"
+    assert result.status == "success"
 
 
 def test_restart_that_forgets_the_prompt_fails_as_vanished(runner: Runner, comfy: FakeComfyUI):
@@ -214,7 +210,7 @@ def test_restart_that_forgets_the_prompt_fails_as_vanished(runner: Runner, comfy
     started = time.monotonic()
     with pytest.raises(PromptVanishedError) as info:
         runner.run(request(smoke(color=6)))
-    assert info.value.retryable
+    assert not info.value.business
     assert time.monotonic() - started < 0.3 + 6 * 0.2 + 2
 
 
@@ -230,7 +226,7 @@ def test_deadline_interrupts_a_running_prompt(comfy: FakeComfyUI, tmp_path: Path
     prompt_id = str(uuid.uuid4())
     with Runner(settings) as r, pytest.raises(ExecutionTimeoutError, match="interrupted") as info:
         r.run(request(smoke(color=8), prompt_id=prompt_id))
-    assert info.value.retryable
+    assert not info.value.business
     wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=5)
 
 
@@ -261,7 +257,7 @@ def test_execution_error_names_the_node(runner: Runner):
         "Exception",
     )
     assert "outside the output folder" in details["exception_message"]
-    assert not info.value.retryable
+    assert info.value.business
 
 
 def test_out_of_memory_is_retryable(runner: Runner, comfy: FakeComfyUI):
@@ -271,7 +267,7 @@ def test_out_of_memory_is_retryable(runner: Runner, comfy: FakeComfyUI):
     )
     with pytest.raises(ComfyOutOfMemoryError) as info:
         runner.run(request(smoke(color=11)))
-    assert info.value.retryable and info.value.details["node_id"] == "2"
+    assert not info.value.business and info.value.details["node_id"] == "2"
 
 
 def test_external_interrupt_is_its_own_error(runner: Runner, comfy: FakeComfyUI):
@@ -331,7 +327,7 @@ def test_earlier_running_prompt_is_adopted_not_resubmitted(runner: Runner, comfy
 
     httpx.post(f"{comfy.base_url}/prompt", json={"prompt": smoke(color=13), "prompt_id": earlier})
     result = runner.run(request(smoke(color=13), earlier_prompt_ids=(earlier,)))
-    assert result["prompt_id"] == earlier and comfy.submitted == [earlier]
+    assert result.prompt_id == earlier and comfy.submitted == [earlier]
     assert comfy.executed == [earlier]
 
 
@@ -339,10 +335,10 @@ def test_earlier_success_is_downloaded_without_rerunning(runner: Runner, comfy: 
     """A prompt that already succeeded is only downloaded; files already saved are reused."""
     first = runner.run(request(smoke(color=14), run_key="task"))
     again = runner.run(
-        request(smoke(color=14), run_key="task", earlier_prompt_ids=(first["prompt_id"],))
+        request(smoke(color=14), run_key="task", earlier_prompt_ids=(first.prompt_id,))
     )
-    assert again["prompt_id"] == first["prompt_id"] and comfy.submitted == [first["prompt_id"]]
-    assert [o["reused"] for o in again["outputs"]] == [True]
+    assert again.prompt_id == first.prompt_id and comfy.submitted == [first.prompt_id]
+    assert [o.reused for o in again.outputs] == [True]
 
 
 def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI):
@@ -355,21 +351,23 @@ def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI)
         runner.run(request(smoke(color=15), prompt_id=earlier))
     comfy.clear_failures()
     result = runner.run(request(smoke(color=15), earlier_prompt_ids=(earlier,)))
-    assert result["prompt_id"] != earlier and len(comfy.submitted) == 2
+    assert result.prompt_id != earlier and len(comfy.submitted) == 2
 
 
-def test_huge_output_lists_are_cut_in_the_result_not_the_manifest():
+def test_huge_output_lists_are_cut_in_the_result_not_the_manifest(runner: Runner):
     """A result over the size budget keeps a prefix of outputs and says how many there are."""
-    from comfyui_worker.execution import bounded_result
-
-    outputs = [
-        {"node_id": "9", "filename": f"frame_{i:05}.png", "path": "/x" * 50} for i in range(5000)
-    ]
-    result = bounded_result({"prompt_id": "p", "outputs": outputs}, limit_bytes=100_000)
-    assert result["outputs_truncated"] and result["outputs_total"] == 5000
-    assert 0 < len(result["outputs"]) < 5000 and len(json.dumps(result)) <= 100_000
-    small = {"prompt_id": "p", "outputs": outputs[:3]}
-    assert bounded_result(small, limit_bytes=100_000) is small
+    result = runner.run(request(smoke(color=18)))
+    output = result.outputs[0]
+    many = result.model_copy(
+        update={
+            "outputs": [output.model_copy(update={"filename": f"f{i:05}.png"}) for i in range(5000)]
+        }
+    )
+    bounded = many.to_json(limit_bytes=100_000)
+    assert bounded["outputs_truncated"] and bounded["outputs_total"] == 5000
+    assert 0 < len(bounded["outputs"]) < 5000 and len(json.dumps(bounded)) <= 100_000
+    assert len(many.manifest_json()["outputs"]) == 5000
+    assert "outputs_truncated" not in result.to_json(limit_bytes=100_000)
 
 
 def test_preflight_sees_a_model_added_after_the_cache_was_filled(
@@ -400,7 +398,7 @@ def test_lost_submit_answer_is_not_resubmitted(comfy: FakeComfyUI, tmp_path: Pat
     prompt_id = str(uuid.uuid4())
     with Runner(settings) as r:
         result = r.run(request(smoke(color=16), prompt_id=prompt_id))
-    assert result["prompt_id"] == prompt_id
+    assert result.prompt_id == prompt_id
     assert comfy.submitted == [prompt_id]
     assert comfy.requests.count(("POST", "/prompt")) == 1
 
@@ -410,5 +408,110 @@ def test_submit_5xx_is_retried_once_it_is_known_not_queued(runner: Runner, comfy
     comfy.fail_requests("POST", "/prompt", count=1, status=500)
     prompt_id = str(uuid.uuid4())
     result = runner.run(request(smoke(color=17), prompt_id=prompt_id))
-    assert result["status"] == "success" and comfy.submitted == [prompt_id]
+    assert result.status == "success" and comfy.submitted == [prompt_id]
     assert comfy.requests.count(("POST", "/prompt")) == 2
+
+
+# --- hung and failing calls, memory, both ComfyUI generations -----------------------
+
+
+def test_a_hung_call_fails_at_the_overall_deadline(comfy: FakeComfyUI, tmp_path: Path):
+    """A GET that never answers is tried within COMFYUI_HTTP_DEADLINE_SEC, not retries x timeout."""
+    from comfyui_worker.client import ComfyClient
+    from comfyui_worker.errors import ComfyUnavailableError
+
+    comfy.hang_requests("GET", "/queue", count=100)
+    settings = make_settings(
+        comfy.base_url,
+        tmp_path,
+        COMFYUI_HTTP_TIMEOUT_SEC="1",
+        COMFYUI_HTTP_DEADLINE_SEC="1.5",
+        COMFYUI_HTTP_RETRIES="10",
+    )
+    with ComfyClient(settings) as client, pytest.raises(ComfyUnavailableError):
+        client.queue()
+    assert 1 <= comfy.requests.count(("GET", "/queue")) <= 2
+
+
+def test_a_failing_system_stats_never_fails_a_task(runner: Runner, comfy: FakeComfyUI):
+    """The version is learned at start; a /system_stats outage later does not touch tasks."""
+    runner.learn_server()
+    comfy.fail_requests("GET", "/system_stats", count=100, status=500)
+    result = runner.run(request(smoke(color=30)))
+    assert result.comfyui.version == "0.3.64"
+    assert comfy.requests.count(("GET", "/system_stats")) == 1
+
+
+def test_a_5xx_burst_while_the_prompt_runs_is_ridden_out(runner: Runner, comfy: FakeComfyUI):
+    """/history and /queue answering 503 for a while do not fail a healthy generation."""
+    comfy.execution_time_s = 1.5
+    runner.run(request(smoke(color=31)))  # socket connected, server facts learned
+
+    armed_at: list[int] = []
+
+    def burst_once_running(kind: str, data: dict[str, Any]) -> None:
+        if kind == "execution_start":
+            armed_at.append(len(comfy.requests))
+            comfy.fail_requests("GET", "/history/*", count=25, status=503)
+            comfy.fail_requests("GET", "/queue", count=25, status=503)
+
+    result = runner.run(request(smoke(color=32)), on_event=burst_once_running)
+    assert result.status == "success"
+    later = comfy.requests[armed_at[0] :]
+    assert sum(1 for method, path in later if path.startswith("/history/")) > 25
+
+
+def test_out_of_memory_frees_comfyui_memory(runner: Runner, comfy: FakeComfyUI):
+    """After an out-of-memory failure the worker POSTs /free before the next attempt."""
+    comfy.fail_node(
+        "ImageBlur", exception_type="torch.OutOfMemoryError", message="CUDA out of memory"
+    )
+    with pytest.raises(ComfyOutOfMemoryError):
+        runner.run(request(smoke(color=33)))
+    assert comfy.free_calls == [{"unload_models": True, "free_memory": True}]
+
+
+def test_memory_is_freed_every_n_tasks_when_asked(comfy: FakeComfyUI, tmp_path: Path):
+    """COMFYUI_FREE_MEMORY_EVERY=2 frees ComfyUI's memory after every second task."""
+    settings = make_settings(comfy.base_url, tmp_path, COMFYUI_FREE_MEMORY_EVERY="2")
+    with Runner(settings) as r:
+        for color in (34, 35, 36):
+            r.run(request(smoke(color=color)))
+    assert len(comfy.free_calls) == 1
+
+
+@pytest.fixture
+def new_comfy(tmp_path: Path):
+    """A fake of the newest ComfyUI (canonical prompt ids only, the jobs API)."""
+    fake = FakeComfyUI(tmp_path / "new-comfy", version="0.38.0").start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_the_newest_comfyui_runs_the_same_tasks(new_comfy: FakeComfyUI, tmp_path: Path):
+    """Against a 0.38 server the worker learns the jobs API and a run succeeds."""
+    settings = make_settings(new_comfy.base_url, tmp_path / "out")
+    with Runner(settings) as r:
+        result = r.run(request(smoke(color=37)))
+        assert r.server.jobs_api and r.server.version == "0.38.0"
+    assert result.status == "success" and new_comfy.executed == [result.prompt_id]
+
+
+def test_the_newest_comfyui_is_cancelled_through_the_jobs_api(
+    new_comfy: FakeComfyUI, tmp_path: Path
+):
+    """On a server with the jobs API the deadline cancels with one atomic call."""
+    new_comfy.pause()
+    settings = make_settings(
+        new_comfy.base_url,
+        tmp_path,
+        COMFYUI_HISTORY_TIMEOUT_SEC="0.5",
+        COMFYUI_POLL_INTERVAL_SEC="0.2",
+    )
+    prompt_id = str(uuid.uuid4())
+    with Runner(settings) as r, pytest.raises(ExecutionTimeoutError, match="deleted"):
+        r.run(request(smoke(color=38), prompt_id=prompt_id))
+    assert ("POST", f"/api/jobs/{prompt_id}/cancel") in new_comfy.requests
+    assert ("POST", "/queue") not in new_comfy.requests

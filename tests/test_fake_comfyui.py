@@ -1,13 +1,24 @@
-"""The fake ComfyUI answers like the captures of the real ComfyUI 0.3.64 (real HTTP + WS)."""
+"""The fake ComfyUI (fakes.comfyui) answers like the captures of a real ComfyUI (real HTTP + WS).
+
+Both generations: 0.3.64 (the captures) and 0.38 (prompt_id check, jobs API), plus the
+fault controls the worker's tests rely on.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,15 +26,23 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fakes.comfyui import FakeComfyUI, big_output_sha256, load_fixture
+from fakes.comfyui import FakeComfyUI, big_output_sha256, load_fixture
+from tests.conftest import wait_until
 
 # One pooled client for the module: creating an httpx client costs ~50 ms.
 HTTP = httpx.Client(timeout=10)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def comfy(tmp_path) -> Iterator[FakeComfyUI]:
     with FakeComfyUI(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def newer(tmp_path) -> Iterator[FakeComfyUI]:
+    with FakeComfyUI(tmp_path, version="0.38.0") as server:
         yield server
 
 
@@ -132,10 +151,7 @@ def collect(
 
 
 def wait_running(comfy: FakeComfyUI) -> None:
-    deadline = time.monotonic() + 2
-    while not HTTP.get(f"{comfy.base_url}/queue").json()["queue_running"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: HTTP.get(f"{comfy.base_url}/queue").json()["queue_running"])
 
 
 def assert_closed(ws: ClientConnection) -> None:
@@ -164,6 +180,36 @@ def fixture_body(name: str) -> Any:
 def only_entry(payload: dict[str, Any]) -> dict[str, Any]:
     assert len(payload) == 1
     return next(iter(payload.values()))
+
+
+def sleeper_graph() -> dict[str, Any]:
+    """EmptyImage -> FakeSleep(20 s, interruptible) -> SaveImage."""
+    return chain_graph({"class_type": "FakeSleep", "inputs": {"seconds": 20, "value": ["1", 0]}})
+
+
+def job(comfy: FakeComfyUI, prompt_id: str) -> httpx.Response:
+    return HTTP.get(f"{comfy.base_url}/api/jobs/{prompt_id}")
+
+
+def cancel(comfy: FakeComfyUI, prompt_id: str) -> Any:
+    response = HTTP.post(f"{comfy.base_url}/api/jobs/{prompt_id}/cancel")
+    assert response.status_code == 200
+    return response.json()
+
+
+def upscale_graph(model: str) -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": model}},
+        "3": {
+            "class_type": "ImageUpscaleWithModel",
+            "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]},
+        },
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "up"}},
+    }
 
 
 # --- static endpoints ------------------------------------------------------------------
@@ -404,7 +450,7 @@ def test_interrupt_takes_effect_at_the_next_node_like_the_capture(comfy):
     """A targeted interrupt during a node stops the prompt at the next node boundary."""
     captured = load_fixture("ws_interrupted.jsonl")
     start = next(i for i, m in enumerate(captured) if m["type"] == "execution_start")
-    comfy.execution_time_s = 0.6
+    comfy.execution_time_s = 3  # 1 s per node: the interrupt lands while node 2 works
     graph = chain_graph(
         {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 5.0}}
     )
@@ -429,15 +475,12 @@ def test_interrupt_takes_effect_at_the_next_node_like_the_capture(comfy):
 
 def test_interrupt_cuts_fake_sleep_short(comfy):
     """An interrupt stops a FakeSleep promptly; the prompt is absent from /history until done."""
-    graph = chain_graph({"class_type": "FakeSleep", "inputs": {"seconds": 20, "value": ["1", 0]}})
-    prompt_id = post_prompt(comfy, graph).json()["prompt_id"]
+    prompt_id = post_prompt(comfy, sleeper_graph()).json()["prompt_id"]
     wait_running(comfy)
     assert history(comfy, prompt_id) == load_fixture("get_history_prompt_id_interrupted.json")
-    started = time.monotonic()
     response = HTTP.post(f"{comfy.base_url}/interrupt", json={})
     assert response.status_code == 200 and response.content == b""
-    comfy.wait_idle()
-    assert time.monotonic() - started < 1.0
+    comfy.wait_idle(timeout=10)  # the 20 s sleep was cut short
     data = history(comfy, prompt_id)[prompt_id]["status"]["messages"][-1][1]
     assert (data["node_id"], data["node_type"]) == ("2", "FakeSleep")
 
@@ -465,7 +508,7 @@ def test_identical_graph_is_fully_cached_with_the_same_files(comfy):
 
 def test_history_delay_reproduces_the_race(comfy):
     """With history_delay_s, execution_success arrives before /history has the entry."""
-    comfy.history_delay_s = 0.3
+    comfy.history_delay_s = 1.0
     with open_ws(comfy, "c1") as ws:
         prompt_id = post_prompt(comfy, multi_graph(), client_id="c1").json()["prompt_id"]
         collect(ws, lambda m: m["type"] == "execution_success")
@@ -489,7 +532,7 @@ def test_ksampler_progress_and_execution_time(comfy):
     times = comfy.node_times[prompt_id]
     assert set(times) == {str(i) for i in range(1, 8)}
     total = max(end for _, end in times.values()) - min(start for start, _ in times.values())
-    assert 0.18 <= total < 1.0
+    assert total >= 0.18
 
 
 def test_other_output_kinds(comfy):
@@ -537,7 +580,7 @@ def test_other_output_kinds(comfy):
 
 def test_queue_running_pending_delete_and_clear(comfy):
     """/queue lists [number, id, prompt, extra_data, outputs]; delete and clear drop pending."""
-    sleeper = chain_graph({"class_type": "FakeSleep", "inputs": {"seconds": 20, "value": ["1", 0]}})
+    sleeper = sleeper_graph()
     running_id = post_prompt(comfy, sleeper).json()["prompt_id"]
     wait_running(comfy)
     comfy.pause()
@@ -706,8 +749,7 @@ def test_websocket_disabled_and_dropped(comfy):
 def test_restart_forgets_everything(comfy):
     """restart() abandons the running prompt and forgets queue and history; server keeps going."""
     done_id, _ = run(comfy, multi_graph())
-    sleeper = chain_graph({"class_type": "FakeSleep", "inputs": {"seconds": 20, "value": ["1", 0]}})
-    running_id = post_prompt(comfy, sleeper).json()["prompt_id"]
+    running_id = post_prompt(comfy, sleeper_graph()).json()["prompt_id"]
     wait_running(comfy)
     comfy.pause()
     pending_id = post_prompt(comfy, multi_graph(color=9)).json()["prompt_id"]
@@ -737,3 +779,321 @@ def test_stop_http_and_start_http_on_the_same_port(comfy):
     assert comfy.port == port
     assert HTTP.get(f"{comfy.base_url}/queue").status_code == 200
     assert history(comfy, done_id) == {}
+
+
+# --- recording, /free, executed outputs --------------------------------------------------
+
+
+def test_every_request_is_recorded_as_sent(comfy):
+    """Every route, /system_stats included, is recorded in `requests` with its path as sent."""
+    HTTP.get(f"{comfy.base_url}/system_stats")
+    HTTP.get(f"{comfy.base_url}/api/system_stats")
+    HTTP.get(f"{comfy.base_url}/queue")
+    assert comfy.requests == [
+        ("GET", "/system_stats"),
+        ("GET", "/api/system_stats"),
+        ("GET", "/queue"),
+    ]
+
+
+def test_free_is_recorded_and_drops_the_cache(comfy):
+    """POST /free answers 200 empty, is recorded, and free_memory makes an identical prompt run."""
+    first_id, _ = run(comfy, multi_graph())
+    body = {"unload_models": True, "free_memory": True}
+    response = HTTP.post(f"{comfy.base_url}/free", json=body)
+    assert (response.status_code, response.content) == (200, b"")
+    second_id, second = run(comfy, multi_graph())
+    assert comfy.executed == [first_id, second_id] and comfy.cached_runs == []
+    assert second["outputs"]["2"]["images"][0]["filename"] == "still_00003_.png"
+    HTTP.post(f"{comfy.base_url}/free", json={"unload_models": True})
+    third_id, _ = run(comfy, multi_graph())
+    assert comfy.cached_runs == [third_id]
+    assert comfy.free_calls == [body, {"unload_models": True}]
+
+
+def test_executed_outputs_are_downloadable_when_the_event_arrives(comfy):
+    """Each file an `executed` event names is already served by /view when the event arrives."""
+    comfy.execution_time_s = 0.3
+    downloaded: dict[str, bytes] = {}
+    with open_ws(comfy, "c1") as ws:
+        prompt_id = post_prompt(comfy, multi_graph(), client_id="c1").json()["prompt_id"]
+        for message in iter(lambda: json.loads(ws.recv(timeout=5)), None):
+            if message["type"] == "executed":
+                for item in message["data"]["output"]["images"]:
+                    response = HTTP.get(f"{comfy.base_url}/view", params=item)
+                    assert response.status_code == 200, item
+                    downloaded[item["filename"]] = response.content
+            if is_final(message):
+                break
+    outputs = history(comfy, prompt_id)[prompt_id]["outputs"]
+    named = [i["filename"] for node in outputs.values() for i in node["images"]]
+    assert sorted(downloaded) == sorted(named) and len(named) == 4
+    assert all(data.startswith(b"\x89PNG\r\n\x1a\n") for data in downloaded.values())
+
+
+# --- cut and hung requests ---------------------------------------------------------------
+
+
+def test_cut_request_truncates_a_download_once(comfy):
+    """cut_requests drops a /view after N body bytes; the next download is whole."""
+    size = 3 * 1024 * 1024 + 5
+    graph = {
+        "1": {"class_type": "FakeBigOutput", "inputs": {"size_bytes": size, "filename_prefix": "b"}}
+    }
+    _, entry = run(comfy, graph)
+    params = entry["outputs"]["1"]["images"][0]
+    comfy.cut_requests("GET", "/view", 1, after_bytes=1000)
+    received = 0
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        HTTP.stream("GET", f"{comfy.base_url}/view", params=params) as response,
+    ):
+        assert response.status_code == 200
+        assert int(response.headers["content-length"]) == size
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+    assert received == 1000
+    digest = hashlib.sha256(HTTP.get(f"{comfy.base_url}/view", params=params).content)
+    assert digest.hexdigest() == big_output_sha256(params["filename"], size)
+
+
+def test_cut_request_loses_the_answer_of_a_queued_prompt(comfy):
+    """A POST /prompt cut before its answer is still queued and runs; JSON answers cut too."""
+    prompt_id = str(uuid.uuid4())
+    comfy.cut_requests("POST", "/prompt", 1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        post_prompt(comfy, multi_graph(), prompt_id=prompt_id)
+    comfy.wait_idle()
+    assert comfy.submitted == [prompt_id] and prompt_id in history(comfy, prompt_id)
+    assert post_prompt(comfy, multi_graph(color=2)).status_code == 200
+    comfy.cut_requests("GET", "/queue", 1, after_bytes=5)
+    with pytest.raises(httpx.RemoteProtocolError, match="received 5 bytes"):
+        HTTP.get(f"{comfy.base_url}/queue")
+    assert HTTP.get(f"{comfy.base_url}/queue").status_code == 200
+
+
+def test_hung_requests_wait_for_release_or_stop(comfy):
+    """Hung requests time out at the client, are answered after release_hung, dropped by stop."""
+    url = f"{comfy.base_url}/queue"
+    comfy.hang_requests("GET", "/queue", 2)
+    with pytest.raises(httpx.ReadTimeout):
+        HTTP.get(url, timeout=0.2)
+    answers: list[Any] = []
+    released = threading.Thread(target=lambda: answers.append(httpx.get(url, timeout=10)))
+    released.start()
+    wait_until(lambda: comfy.requests.count(("GET", "/queue")) == 2)
+    comfy.release_hung()
+    released.join(10)
+    assert [a.status_code for a in answers] == [200]
+    assert HTTP.get(url).status_code == 200  # both uses spent
+
+    comfy.hang_requests("GET", "/history/*", 1)
+
+    def doomed() -> None:
+        try:
+            answers.append(httpx.get(f"{comfy.base_url}/history/x", timeout=10))
+        except httpx.TransportError as exc:
+            answers.append(exc)
+
+    dropped = threading.Thread(target=doomed)
+    dropped.start()
+    wait_until(lambda: ("GET", "/history/x") in comfy.requests)
+    comfy.stop()
+    dropped.join(10)
+    assert isinstance(answers[-1], httpx.TransportError)
+
+
+# --- generations ---------------------------------------------------------------------
+
+
+def test_old_generation_keeps_any_prompt_id_and_has_no_jobs_api(comfy):
+    """0.3.64 keeps any client prompt_id as given and answers /api/jobs with a plain 404."""
+    assert post_prompt(comfy, multi_graph(), prompt_id="job-1").json()["prompt_id"] == "job-1"
+    response = job(comfy, str(uuid.uuid4()))
+    assert (response.status_code, response.text) == (404, "404: Not Found")
+
+
+def test_old_generation_checks_newer_style_combos_only_when_running(comfy):
+    """0.3.64 accepts an unknown upscale model; the loader then fails with an execution_error."""
+    _, entry = run(comfy, upscale_graph("nope.pth"))
+    event, data = entry["status"]["messages"][-1]
+    assert (event, data["node_id"], data["exception_type"]) == (
+        "execution_error",
+        "2",
+        "FileNotFoundError",
+    )
+    assert run(comfy, upscale_graph("RealESRGAN_x4plus.pth"))[1]["status"]["status_str"] == (
+        "success"
+    )
+
+
+def test_newer_reports_its_version_and_accepts_canonical_ids(newer):
+    """0.38 reports its version, keeps a canonical prompt_id and makes one when absent or null."""
+    stats = HTTP.get(f"{newer.base_url}/system_stats").json()
+    assert stats["system"]["comfyui_version"] == "0.38.0"
+    assert {"comfy_package_versions", "deploy_environment"} <= stats["system"].keys()
+    chosen = str(uuid.uuid4())
+    assert post_prompt(newer, multi_graph(), prompt_id=chosen).json()["prompt_id"] == chosen
+    for body in ({}, {"prompt_id": None}):
+        made = post_prompt(newer, multi_graph(color=len(body)), **body).json()["prompt_id"]
+        assert str(uuid.UUID(made)) == made and made != chosen
+    newer.wait_idle()
+    assert newer.submitted[0] == chosen and len(newer.submitted) == 3
+    extra = HTTP.get(f"{newer.base_url}/history/{chosen}").json()[chosen]["prompt"][3]
+    assert isinstance(extra["create_time"], int)
+
+
+def test_newer_rejects_non_canonical_prompt_ids(newer):
+    """0.38 refuses a prompt_id that is not a canonical lowercase UUID with the exact 400 body."""
+    expected = {
+        "error": {
+            "type": "invalid_prompt_id",
+            "message": "prompt_id must be a valid UUID",
+            "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+            "omit it to let the server generate one",
+            "extra_info": {},
+        },
+        "node_errors": {},
+    }
+    canonical = str(uuid.uuid4())
+    for bad in (
+        canonical.upper(),
+        canonical.replace("-", ""),
+        "{" + canonical + "}",
+        f"urn:uuid:{canonical}",
+        "job-1",
+        42,
+    ):
+        response = post_prompt(newer, multi_graph(), prompt_id=bad)
+        assert (response.status_code, response.json()) == (400, expected), bad
+    assert newer.submitted == []
+
+
+def test_newer_validation_names_missing_nodes_and_checks_combos(newer):
+    """0.38 refuses unknown nodes as missing_node_type and newer-style combo values not offered."""
+    graph = {
+        "1": multi_graph()["1"],
+        "2": {"class_type": "NoSuchNode", "inputs": {}, "_meta": {"title": "My node"}},
+    }
+    assert post_prompt(newer, graph).json() == {
+        "error": {
+            "type": "missing_node_type",
+            "message": "Node 'My node' not found. The custom node may not be installed.",
+            "details": "Node ID '#2'",
+            "extra_info": {"node_id": "2", "class_type": "NoSuchNode", "node_title": "My node"},
+        },
+        "node_errors": {},
+    }
+    refused = post_prompt(newer, upscale_graph("nope.pth"))
+    assert refused.status_code == 400
+    [error] = refused.json()["node_errors"]["2"]["errors"]
+    assert error["type"] == "value_not_in_list"
+    assert error["details"] == "model_name: 'nope.pth' not in ['RealESRGAN_x4plus.pth']"
+
+
+def test_newer_keeps_results_of_earlier_prompts(newer):
+    """0.38's cache still holds a prompt's results after a different prompt ran."""
+    _, first = run(newer, multi_graph())
+    run(newer, multi_graph(color=5))
+    third_id, third = run(newer, multi_graph())
+    assert newer.cached_runs == [third_id] and third["outputs"] == first["outputs"]
+
+
+def test_jobs_of_pending_running_and_unknown_prompts(newer):
+    """Jobs show pending and in_progress prompts; cancel dequeues or interrupts; unknown is 404."""
+    running_id, pending_id, unknown_id = (str(uuid.uuid4()) for _ in range(3))
+    post_prompt(newer, sleeper_graph(), prompt_id=running_id, client_id="c1")
+    wait_running(newer)
+    newer.pause()
+    post_prompt(newer, multi_graph(), prompt_id=pending_id)
+    running = job(newer, running_id).json()
+    assert running.keys() == {
+        "id",
+        "status",
+        "priority",
+        "create_time",
+        "outputs_count",
+        "previewable_outputs_count",
+        "workflow",
+    }
+    assert (running["id"], running["status"], running["priority"]) == (running_id, "in_progress", 0)
+    assert running["workflow"]["prompt"] == sleeper_graph()
+    assert running["workflow"]["extra_data"]["client_id"] == "c1"
+    pending = job(newer, pending_id).json()
+    assert (pending["status"], pending["priority"], pending["outputs_count"]) == ("pending", 1, 0)
+
+    assert cancel(newer, pending_id) == {"cancelled": True}
+    assert newer.deleted == [pending_id]
+    assert HTTP.get(f"{newer.base_url}/queue").json()["queue_pending"] == []
+    gone = job(newer, pending_id)
+    assert (gone.status_code, gone.json()) == (404, {"error": "Job not found"})
+    assert cancel(newer, pending_id) == {"cancelled": False}
+
+    assert cancel(newer, running_id) == {"cancelled": True}
+    newer.resume()
+    newer.wait_idle()
+    cancelled = job(newer, running_id).json()
+    assert cancelled["status"] == "cancelled" and "execution_error" not in cancelled
+    assert cancelled["execution_start_time"] <= cancelled["execution_end_time"]
+    assert newer.interrupted == [running_id]
+    assert cancel(newer, running_id) == {"cancelled": False}
+
+    assert job(newer, unknown_id).status_code == 404
+    assert cancel(newer, unknown_id) == {"cancelled": False}
+    assert cancel(newer, "not-even-a-uuid") == {"cancelled": False}
+
+
+def test_jobs_of_finished_prompts(newer):
+    """A finished job has counts, a preview and its history; a failed one its execution_error."""
+    done_id = str(uuid.uuid4())
+    post_prompt(newer, multi_graph(), prompt_id=done_id)
+    newer.wait_idle()
+    entry = history(newer, done_id)[done_id]
+    done = job(newer, done_id).json()
+    assert (done["status"], done["outputs_count"], done["previewable_outputs_count"]) == (
+        "completed",
+        4,
+        4,
+    )
+    assert done["preview_output"] == {
+        **entry["outputs"]["2"]["images"][0],
+        "nodeId": "2",
+        "mediaType": "images",
+    }
+    assert done["outputs"] == entry["outputs"] and done["execution_status"] == entry["status"]
+    assert done["workflow"] == {"prompt": multi_graph(), "extra_data": entry["prompt"][3]}
+    assert done["create_time"] == entry["prompt"][3]["create_time"]
+    assert done["execution_start_time"] <= done["execution_end_time"]
+
+    failed_id, _ = run(newer, escape_graph())
+    failed = job(newer, failed_id).json()
+    assert failed["status"] == "failed" and failed["outputs_count"] == 0
+    assert (failed["execution_error"]["node_id"], failed["execution_error"]["node_type"]) == (
+        "2",
+        "SaveImage",
+    )
+
+    text_id, _ = run(newer, {"1": {"class_type": "FakeText", "inputs": {"value": "hello"}}})
+    text = job(newer, text_id).json()
+    assert (text["outputs_count"], text["previewable_outputs_count"]) == (0, 0)
+    assert text["preview_output"] == {"content": "hello", "nodeId": "1", "mediaType": "text"}
+
+
+# --- standalone ------------------------------------------------------------------------
+
+
+def test_standalone_serves_until_sigterm(tmp_path):
+    """`python -m fakes.comfyui` prints its URL, serves the asked version and exits 0 on SIGTERM."""
+    command = [sys.executable, "-m", "fakes.comfyui", "--port", "0", "--root", str(tmp_path)]
+    with subprocess.Popen(
+        [*command, "--version", "0.38.0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"http://[\d.]+:\d+", line)
+        assert match, line
+        stats = HTTP.get(f"{match.group(0)}/system_stats").json()
+        assert stats["system"]["comfyui_version"] == "0.38.0"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    assert (tmp_path / "output").is_dir()

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -24,20 +26,42 @@ import pytest
 from littlehorse.config import LHConfig
 from littlehorse.exceptions import LHTaskException
 from littlehorse.model import (
+    CheckpointId,
+    DeleteWfRunRequest,
+    ExponentialBackoffRetryPolicy,
     LHErrorType,
+    LHStatus,
+    ListNodeRunsRequest,
+    ListTaskRunsRequest,
     LittleHorseStub,
+    NodeRunId,
     PollTaskRequest,
+    PutCheckpointRequest,
+    PutCheckpointResponse,
     PutWfSpecRequest,
+    ReportTaskRun,
+    ResumeWfRunRequest,
+    RunWfRequest,
+    ScheduledTask,
+    SearchTaskRunRequest,
+    SearchWfRunRequest,
+    StopWfRunRequest,
     TaskDefId,
+    TaskRunId,
     TaskStatus,
+    ThreadType,
+    VariableId,
+    VariableMatch,
     VariableType,
+    VariableValue,
+    WfRunId,
     WfSpecId,
 )
 from littlehorse.utils import extract_value, to_variable_value
 from littlehorse.worker import LHTaskWorker, WorkerContext
 from littlehorse.workflow import Workflow, WorkflowThread
 
-from tests.fakes.littlehorse import FakeLittleHorse, WorkerThread, close_sync_channels
+from fakes.littlehorse import FakeLittleHorse, WorkerThread, close_sync_channels
 
 ROOT = Path(__file__).resolve().parents[1]
 # grpc.aio starts one process-wide poller thread on first use and keeps it.
@@ -69,6 +93,12 @@ def status(error: BaseException) -> grpc.StatusCode:
     assert isinstance(error, grpc.Call)
     code: grpc.StatusCode = error.code()
     return code
+
+
+def details(error: BaseException) -> str:
+    """The status message of a failed gRPC call."""
+    assert isinstance(error, grpc.Call)
+    return str(error.details())
 
 
 @pytest.fixture(autouse=True)
@@ -227,11 +257,12 @@ def test_get_task_def_not_found(fake, config, channel):
 
 
 def test_unimplemented_calls_abort(channel):
-    """RPCs outside the worker's needs abort UNIMPLEMENTED."""
+    """RPCs the fake does not implement abort UNIMPLEMENTED, naming the call."""
     with pytest.raises(grpc.RpcError) as excinfo:
-        LittleHorseStub(channel).GetWfRun(littlehorse.model.WfRunId(id="x"), timeout=5)
+        LittleHorseStub(channel).GetUserTaskRun(littlehorse.model.UserTaskRunId(), timeout=5)
 
     assert status(excinfo.value) == grpc.StatusCode.UNIMPLEMENTED
+    assert "GetUserTaskRun" in details(excinfo.value)
 
 
 def test_put_wf_spec_is_stored(fake, config, channel):
@@ -358,12 +389,12 @@ def test_stop_frees_the_port():
 
 
 def test_standalone_server_runs_scheduled_tasks():
-    """`python -m tests.fakes.littlehorse` queues --schedule tasks, prints reports, exits on SIGINT."""
+    """`python -m fakes.littlehorse` queues --schedule tasks, prints reports, exits on SIGINT."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tests.fakes.littlehorse",
+            "fakes.littlehorse",
             "--port",
             "0",
             "--schedule",
@@ -412,3 +443,702 @@ def test_standalone_server_runs_scheduled_tasks():
         assert proc.wait(timeout=10) == 0
         reader.join(timeout=5)
     assert lines.get_nowait() == "fake LittleHorse stopped\n"
+
+
+# ---------------------------------------------------------------------- WfRuns
+
+RELEASE = threading.Event()  # lets a "hang" attempt 0 of `generate` finish
+BACKOFF = ExponentialBackoffRetryPolicy(base_interval_ms=1000, multiplier=2.0, max_delay_ms=60_000)
+
+
+async def generate(workflow: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+    """Stand-in for the ComfyUI task: workflow["kind"] says how it behaves."""
+    kind = workflow.get("kind", "ok")
+    ctx.log(f"attempt={ctx.attempt_number}")
+    if kind == "boom":
+        raise LHTaskException("invalid-workflow", "bad graph", to_variable_value({"node": "3"}))
+    if kind == "flaky" and ctx.attempt_number < workflow["fail_times"]:
+        raise RuntimeError(f"flaky attempt {ctx.attempt_number}")
+    if kind == "hang" and ctx.attempt_number == 0:
+        await asyncio.to_thread(RELEASE.wait, 30)
+    return {"kind": kind, "attempt": ctx.attempt_number}
+
+
+def fail_with(name: str, message: str) -> Any:
+    def handler(thread: WorkflowThread) -> None:
+        thread.fail(name, message)
+
+    return handler
+
+
+def generate_wf(
+    *,
+    timeout_s: int = 60,
+    retries: int = 3,
+    backoff: ExponentialBackoffRetryPolicy | None = BACKOFF,
+) -> Workflow:
+    """The project's WfSpec shape (comfyui_worker/wfspec.py) around the `generate` task."""
+
+    def entrypoint(wf: WorkflowThread) -> None:
+        workflow = wf.declare_json_obj("workflow").required()
+        wf.declare_str("retry_of").searchable()
+        result = wf.declare_json_obj("result")
+        node = wf.execute(
+            "generate",
+            workflow,
+            timeout_seconds=timeout_s,
+            retries=retries,
+            exponential_backoff=backoff,
+        )
+        result.assign(node)
+        wf.handle_exception(
+            node, fail_with("invalid-workflow", "fix the workflow"), "invalid-workflow"
+        )
+        wf.handle_error(
+            node, fail_with("comfyui-unavailable", "check ComfyUI"), LHErrorType.TASK_ERROR
+        )
+        wf.complete(result)
+
+    return Workflow("generate-wf", entrypoint)
+
+
+@pytest.fixture(autouse=True)
+def reset_release() -> Iterator[None]:
+    RELEASE.clear()
+    yield
+    RELEASE.set()  # never leave a worker thread waiting
+
+
+def register(config: LHConfig, workflow: Workflow | None = None) -> None:
+    littlehorse.create_task_def(generate, "generate", config)
+    littlehorse.create_workflow_spec(workflow or generate_wf(), config)
+
+
+def run_wf(
+    channel: grpc.Channel, wf_run_id: str, workflow: dict[str, Any], **variables: Any
+) -> Any:
+    values = {"workflow": to_variable_value(workflow)}
+    values.update({k: to_variable_value(v) for k, v in variables.items()})
+    request = RunWfRequest(wf_spec_name="generate-wf", id=wf_run_id, variables=values)
+    return LittleHorseStub(channel).RunWf(request, timeout=5)
+
+
+def task_node_run(channel: grpc.Channel, wf_run_id: str) -> Any:
+    """The NodeRun of the WfRun's TASK node (entrypoint thread, position 1)."""
+    node_run_id = NodeRunId(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0, position=1)
+    return LittleHorseStub(channel).GetNodeRun(node_run_id, timeout=5)
+
+
+def variable(channel: grpc.Channel, wf_run_id: str, name: str) -> VariableValue:
+    """The value of an entrypoint variable, read with GetVariable."""
+    variable_id = VariableId(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0, name=name)
+    value: VariableValue = LittleHorseStub(channel).GetVariable(variable_id, timeout=5).value
+    return value
+
+
+def task_run_id(wf_run_id: str) -> TaskRunId:
+    """The TaskRun of the WfRun's TASK node: guid "<thread>-<position>", as on the server."""
+    return TaskRunId(wf_run_id=WfRunId(id=wf_run_id), task_guid="0-1")
+
+
+class RawWorker:
+    """A hand-driven worker: one PollTask stream plus plain unary calls."""
+
+    def __init__(self, channel: grpc.Channel, task_def_name: str = "generate") -> None:
+        self.stub = LittleHorseStub(channel)
+        self.task_def_name = task_def_name
+        self._requests: queue.Queue[PollTaskRequest | None] = queue.Queue()
+        self._responses = self.stub.PollTask(iter(self._requests.get, None))
+
+    def ask(self) -> None:
+        """Send one PollTaskRequest."""
+        self._requests.put(
+            PollTaskRequest(task_def_id=TaskDefId(name=self.task_def_name), client_id="raw-worker")
+        )
+
+    def claim(self) -> ScheduledTask:
+        """Ask for one task and wait for it."""
+        self.ask()
+        task: ScheduledTask = next(self._responses).result
+        return task
+
+    def next_error(self) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as excinfo:
+            next(self._responses)
+        return excinfo.value
+
+    def checkpoint(self, task: ScheduledTask, value: Any, attempt: int | None = None) -> Any:
+        request = PutCheckpointRequest(
+            task_run_id=task.task_run_id,
+            task_attempt=task.attempt_number if attempt is None else attempt,
+            value=to_variable_value(value),
+        )
+        return self.stub.PutCheckpoint(request, timeout=5)
+
+    def report(self, task: ScheduledTask, status: Any, **result: Any) -> None:
+        report = ReportTaskRun(
+            task_run_id=task.task_run_id,
+            attempt_number=task.attempt_number,
+            status=status,
+            **result,
+        )
+        report.time.GetCurrentTime()
+        self.stub.ReportTask(report, timeout=5)
+
+    def close(self) -> None:
+        self._responses.cancel()
+        self._requests.put(None)
+
+
+@pytest.fixture
+def raw(channel: grpc.Channel) -> Iterator[RawWorker]:
+    worker = RawWorker(channel)
+    yield worker
+    worker.close()
+
+
+def test_wf_run_completes_with_the_task_output(fake, config, channel):
+    """A WfRun runs its TASK node on the real worker and completes with the output as result."""
+    register(config)
+    with WorkerThread(LHTaskWorker(generate, "generate", config)) as thread:
+        created = run_wf(channel, "ok-1", {"kind": "ok"})
+        wf_run = fake.wait_wf_run("ok-1", timeout_s=10)
+    assert thread.errors == []
+    stub = LittleHorseStub(channel)
+
+    assert created.status == LHStatus.RUNNING and created.id.id == "ok-1"
+    assert wf_run.status == LHStatus.COMPLETED and wf_run.HasField("end_time")
+    [entry] = wf_run.thread_runs
+    assert entry.status == LHStatus.COMPLETED and entry.type == ThreadType.ENTRYPOINT
+    assert json.loads(entry.output.json_obj) == {"kind": "ok", "attempt": 0}
+    nodes = stub.ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id="ok-1")), timeout=5).results
+    assert [n.WhichOneof("node_type") for n in nodes] == ["entrypoint", "task", "exit"]
+    assert {n.status for n in nodes} == {LHStatus.COMPLETED}
+    assert nodes[1].task.task_run_id == task_run_id("ok-1")
+    task_run = stub.GetTaskRun(task_run_id("ok-1"), timeout=5)
+    [attempt] = task_run.attempts
+    assert task_run.status == attempt.status == TaskStatus.TASK_SUCCESS
+    assert task_run.total_attempts == 4 and task_run.timeout_seconds == 60
+    assert attempt.task_worker_id in fake.registered_workers
+    assert "attempt=0" in attempt.log_output.str
+    assert attempt.start_time.ToNanoseconds() <= attempt.end_time.ToNanoseconds()
+    assert json.loads(variable(channel, "ok-1", "result").json_obj) == {"kind": "ok", "attempt": 0}
+
+
+def test_business_exception_goes_to_its_failure_handler(fake, config, channel):
+    """An LHTaskException is not retried; its handler thread fails the WfRun with EXCEPTION."""
+    register(config)
+    with WorkerThread(LHTaskWorker(generate, "generate", config)):
+        run_wf(channel, "boom-1", {"kind": "boom"})
+        wf_run = fake.wait_wf_run("boom-1", timeout_s=10)
+    stub = LittleHorseStub(channel)
+
+    assert wf_run.status == LHStatus.EXCEPTION
+    entry, handler = wf_run.thread_runs
+    assert entry.status == LHStatus.EXCEPTION and entry.error_message == "fix the workflow"
+    assert handler.type == ThreadType.FAILURE_HANDLER and handler.status == LHStatus.EXCEPTION
+    assert handler.parent_thread_id == 0 and handler.failure_being_handled.node_run_position == 1
+    task_node = task_node_run(channel, "boom-1")
+    [failure] = task_node.failures
+    assert task_node.status == LHStatus.EXCEPTION and task_node.failure_handler_ids == [1]
+    assert (failure.failure_name, failure.message) == ("invalid-workflow", "bad graph")
+    assert json.loads(failure.content.json_obj) == {"node": "3"}
+    assert failure.failure_handler_threadrun_id == 1 and not failure.was_properly_handled
+    handler_nodes = stub.ListNodeRuns(
+        ListNodeRunsRequest(wf_run_id=WfRunId(id="boom-1"), thread_run_number=1), timeout=5
+    ).results
+    assert handler_nodes[-1].failures[0].failure_name == "invalid-workflow"
+    [attempt] = stub.GetTaskRun(task_run_id("boom-1"), timeout=5).attempts
+    assert (
+        attempt.status == TaskStatus.TASK_EXCEPTION and attempt.exception.name == "invalid-workflow"
+    )
+
+
+def test_task_failed_is_retried_with_backoff_until_it_succeeds(fake, config, channel):
+    """TASK_FAILED attempts are retried after base*multiplier^n (scaled) and the WfRun completes."""
+    fake.time_scale = 0.01  # backoff 1 s, 2 s -> 10 ms, 20 ms
+    register(config)
+    with WorkerThread(LHTaskWorker(generate, "generate", config)):
+        run_wf(channel, "flaky-1", {"kind": "flaky", "fail_times": 2})
+        wf_run = fake.wait_wf_run("flaky-1", timeout_s=10)
+
+    assert wf_run.status == LHStatus.COMPLETED
+    assert json.loads(wf_run.thread_runs[0].output.json_obj)["attempt"] == 2
+    reports = [r for r in fake.reports if r.task_run_id == task_run_id("flaky-1")]
+    assert [(r.attempt_number, r.status) for r in reports] == [
+        (0, TaskStatus.TASK_FAILED),
+        (1, TaskStatus.TASK_FAILED),
+        (2, TaskStatus.TASK_SUCCESS),
+    ]
+    attempts = fake.task_run("0-1", wf_run_id="flaky-1").attempts
+    assert [a.status for a in attempts] == [
+        TaskStatus.TASK_FAILED,
+        TaskStatus.TASK_FAILED,
+        TaskStatus.TASK_SUCCESS,
+    ]
+    for number, delay_s in [(0, 0.01), (1, 0.02)]:
+        gap_ns = (
+            attempts[number + 1].schedule_time.ToNanoseconds()
+            - attempts[number].end_time.ToNanoseconds()
+        )
+        assert gap_ns >= delay_s * 1e9
+    assert "RuntimeError: flaky attempt 0" in attempts[0].error.message
+
+
+def test_exhausted_retries_go_to_the_task_error_handler(fake, config, channel):
+    """After 1 + retries TASK_FAILED attempts the TASK_ERROR handler fails the WfRun."""
+    fake.time_scale = 0.001
+    register(config, generate_wf(retries=1))
+    with WorkerThread(LHTaskWorker(generate, "generate", config)):
+        run_wf(channel, "down-1", {"kind": "flaky", "fail_times": 99})
+        wf_run = fake.wait_wf_run("down-1", timeout_s=10)
+    stub = LittleHorseStub(channel)
+
+    assert wf_run.status == LHStatus.EXCEPTION
+    assert wf_run.thread_runs[0].error_message == "check ComfyUI"
+    task_node = task_node_run(channel, "down-1")
+    assert task_node.status == LHStatus.ERROR
+    assert (task_node.failures[0].failure_name, task_node.failures[0].message) == (
+        "TASK_FAILURE",
+        "Task execution failed",
+    )
+    assert len(stub.GetTaskRun(task_run_id("down-1"), timeout=5).attempts) == 2
+
+
+def test_timed_out_attempt_is_retried_and_its_late_report_ignored(fake, channel):
+    """An attempt past its timeout (counted from the claim) is TASK_TIMEOUT; its late result is dropped."""
+    fake.time_scale = 0.5  # timeout_seconds=1 -> 0.5 s
+    config = fake.config(LHW_NUM_WORKER_THREADS="2")
+    register(config, generate_wf(timeout_s=1, retries=1, backoff=None))
+
+    def timed_out() -> bool:
+        attempts = fake.task_run("0-1", wf_run_id="slow-1").attempts
+        return attempts[0].status == TaskStatus.TASK_TIMEOUT and len(attempts) == 2
+
+    with WorkerThread(LHTaskWorker(generate, "generate", config)) as thread:
+        run_wf(channel, "slow-1", {"kind": "hang"})
+        fake.wait_for(timed_out, 10, "attempt 0 to time out")
+        RELEASE.set()
+        late = fake.wait_report("0-1", 0, timeout_s=10)
+        wf_run = fake.wait_wf_run("slow-1", timeout_s=10)
+    close_sync_channels(config)
+    assert thread.errors == []
+
+    assert late.status == TaskStatus.TASK_SUCCESS  # the worker did report it...
+    first, second = fake.task_run("0-1", wf_run_id="slow-1").attempts
+    assert first.status == TaskStatus.TASK_TIMEOUT  # ...but the server had moved on
+    assert not first.HasField("output") and not first.HasField("log_output")
+    assert first.end_time.ToNanoseconds() - first.start_time.ToNanoseconds() >= 0.5e9
+    assert second.status == TaskStatus.TASK_SUCCESS
+    assert wf_run.status == LHStatus.COMPLETED
+    assert json.loads(wf_run.thread_runs[0].output.json_obj)["attempt"] == 1
+
+
+def test_timeout_without_retries_is_caught_by_the_task_error_handler(fake, config, channel, raw):
+    """TIMEOUT is a TASK_ERROR for handle_error: the handler runs once the only attempt expires."""
+    fake.time_scale = 0.01
+    register(config, generate_wf(timeout_s=1, retries=0))
+    run_wf(channel, "late-1", {"kind": "ok"})
+    task = raw.claim()
+
+    wf_run = fake.wait_wf_run("late-1", timeout_s=10)
+
+    assert task.attempt_number == 0
+    assert (
+        wf_run.status == LHStatus.EXCEPTION
+        and wf_run.thread_runs[0].error_message == "check ComfyUI"
+    )
+    node = task_node_run(channel, "late-1")
+    assert (node.failures[0].failure_name, node.failures[0].message) == (
+        "TIMEOUT",
+        "Task timed out",
+    )
+
+
+def test_stop_wf_run_halts_only_once_the_running_task_is_done(fake, config, channel, raw):
+    """StopWfRun leaves the attempt running (checkpoints CONTINUE); the node halts after its report."""
+    register(config)
+    run_wf(channel, "stop-1", {"kind": "ok"})
+    task = raw.claim()
+    stub = raw.stub
+    stub.StopWfRun(StopWfRunRequest(wf_run_id=WfRunId(id="stop-1")), timeout=5)
+
+    wf_run = fake.wf_run("stop-1")
+    assert wf_run is not None
+    entry = wf_run.thread_runs[0]
+    assert wf_run.status == LHStatus.RUNNING  # the server moves the WfRun only when halted at once
+    assert entry.status == LHStatus.HALTING and entry.halt_reasons[0].HasField("manual_halt")
+    assert task_node_run(channel, "stop-1").status == LHStatus.HALTING
+    assert fake.task_run("0-1", wf_run_id="stop-1").status == TaskStatus.TASK_RUNNING
+    going_on = raw.checkpoint(task, "halfway")
+    assert going_on.flow_control_continue_type == PutCheckpointResponse.CONTINUE_TASK
+
+    raw.report(task, TaskStatus.TASK_SUCCESS, output=to_variable_value({"done": True}))
+    wf_run = fake.wf_run("stop-1")
+    assert wf_run is not None
+    assert wf_run.status == LHStatus.RUNNING and wf_run.thread_runs[0].status == LHStatus.HALTED
+    assert task_node_run(channel, "stop-1").status == LHStatus.HALTED
+    assert fake.task_run("0-1", wf_run_id="stop-1").status == TaskStatus.TASK_SUCCESS
+    assert variable(channel, "stop-1", "result") == VariableValue()  # not assigned yet
+    fenced = raw.checkpoint(task, "too late")
+    assert fenced.flow_control_continue_type == PutCheckpointResponse.STOP_TASK
+
+    stub.ResumeWfRun(ResumeWfRunRequest(wf_run_id=WfRunId(id="stop-1")), timeout=5)
+    wf_run = fake.wait_wf_run("stop-1", timeout_s=5)
+    assert wf_run.status == LHStatus.COMPLETED
+    assert json.loads(wf_run.thread_runs[0].output.json_obj) == {"done": True}
+
+
+def test_stop_and_resume_reject_unknown_runs_and_threads(fake, config, channel):
+    """Stop/Resume of an unknown WfRun is NOT_FOUND; of a missing ThreadRun INVALID_ARGUMENT."""
+    register(config)
+    run_wf(channel, "s-1", {"kind": "ok"})
+    stub = LittleHorseStub(channel)
+    for call in (stub.StopWfRun, stub.ResumeWfRun):
+        request_type = StopWfRunRequest if call is stub.StopWfRun else ResumeWfRunRequest
+        with pytest.raises(grpc.RpcError) as missing:
+            call(request_type(wf_run_id=WfRunId(id="nope")), timeout=5)
+        with pytest.raises(grpc.RpcError) as no_thread:
+            call(request_type(wf_run_id=WfRunId(id="s-1"), thread_run_number=3), timeout=5)
+        assert status(missing.value) == grpc.StatusCode.NOT_FOUND
+        assert status(no_thread.value) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_put_checkpoint_fences_attempts_that_are_not_current_and_running(
+    fake, config, channel, raw
+):
+    """STOP_TASK for an older attempt and for a not-yet-claimed one; unknown TaskRun INVALID_ARGUMENT."""
+    register(config, generate_wf(retries=1, backoff=None))
+    run_wf(channel, "fence-1", {"kind": "ok"})
+    first = raw.claim()
+    assert fake.expire("0-1", wf_run_id="fence-1") is True
+    assert fake.expire("0-1", 0, wf_run_id="fence-1") is False  # already timed out
+
+    stale = raw.checkpoint(first, "stale")
+    not_claimed = raw.checkpoint(first, "early", attempt=1)
+    second = raw.claim()
+    current = raw.checkpoint(second, "fresh")
+    raw.report(first, TaskStatus.TASK_SUCCESS, output=to_variable_value({"late": True}))
+
+    assert stale.flow_control_continue_type == PutCheckpointResponse.STOP_TASK
+    assert not stale.HasField("created_checkpoint")
+    assert not_claimed.flow_control_continue_type == PutCheckpointResponse.STOP_TASK
+    assert second.attempt_number == 1
+    assert current.flow_control_continue_type == PutCheckpointResponse.CONTINUE_TASK
+    assert current.created_checkpoint.id.checkpoint_number == 0
+    attempts = fake.task_run("0-1", wf_run_id="fence-1").attempts
+    assert attempts[0].status == TaskStatus.TASK_TIMEOUT  # the late report was ignored
+    assert attempts[1].status == TaskStatus.TASK_RUNNING
+    with pytest.raises(grpc.RpcError) as excinfo:
+        raw.checkpoint(ScheduledTask(task_run_id=task_run_id("nope")), "x")
+    assert status(excinfo.value) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_redelivery_carries_the_checkpoints_observed_so_far(fake, config, channel, raw):
+    """Checkpoints are numbered per TaskRun; a retry's ScheduledTask says how many exist."""
+    register(config, generate_wf(retries=1, backoff=None))
+    run_wf(channel, "ckpt-1", {"kind": "ok"})
+    first = raw.claim()
+    numbers = [raw.checkpoint(first, v).created_checkpoint.id.checkpoint_number for v in ("a", "b")]
+    raw.report(
+        first, TaskStatus.TASK_FAILED, error={"type": LHErrorType.TASK_ERROR, "message": "x"}
+    )
+    second = raw.claim()
+    third = raw.checkpoint(second, "c")
+    replayed = raw.stub.GetCheckpoint(
+        CheckpointId(task_run=second.task_run_id, checkpoint_number=1), timeout=5
+    )
+
+    assert numbers == [0, 1]
+    assert (first.total_observed_checkpoints, second.total_observed_checkpoints) == (0, 2)
+    assert second.attempt_number == 1 and replayed.value.str == "b"
+    assert third.created_checkpoint.id.checkpoint_number == 2
+    assert fake.task_run("0-1", wf_run_id="ckpt-1").total_checkpoints == 3
+    with pytest.raises(grpc.RpcError) as excinfo:
+        raw.stub.GetCheckpoint(
+            CheckpointId(task_run=second.task_run_id, checkpoint_number=3), timeout=5
+        )
+    assert status(excinfo.value) == grpc.StatusCode.NOT_FOUND
+
+
+def test_bare_task_is_running_from_delivery_until_reported_or_expired(fake, config, channel, raw):
+    """For schedule()d tasks: STOP_TASK before delivery and after expiry or timeout_s, CONTINUE between."""
+    littlehorse.create_task_def(greet, "greet", config)
+    raw.task_def_name = "greet"
+    fake.time_scale = 0.01
+    run_id = fake.schedule("greet", ["Ada"], timeout_s=1)
+    early = raw.checkpoint(ScheduledTask(task_run_id=run_id), "early")
+    task = raw.claim()
+    during = raw.checkpoint(task, "during")
+    fake.wait_for(
+        lambda: fake.task_run(run_id.task_guid).status == TaskStatus.TASK_TIMEOUT, 10, "timeout"
+    )
+    after = raw.checkpoint(task, "after")
+
+    retry = fake.schedule(
+        "greet",
+        ["Ada"],
+        wf_run_id=run_id.wf_run_id.id,
+        task_guid=run_id.task_guid,
+        attempt_number=1,
+    )
+    second = raw.claim()
+    assert fake.expire(retry.task_guid) is True
+    raw.report(second, TaskStatus.TASK_SUCCESS, output=to_variable_value("late"))
+
+    assert early.flow_control_continue_type == PutCheckpointResponse.STOP_TASK
+    assert during.flow_control_continue_type == PutCheckpointResponse.CONTINUE_TASK
+    assert after.flow_control_continue_type == PutCheckpointResponse.STOP_TASK
+    assert second.total_observed_checkpoints == 1
+    assert [a.status for a in fake.task_run(run_id.task_guid).attempts] == [
+        TaskStatus.TASK_TIMEOUT,
+        TaskStatus.TASK_TIMEOUT,
+    ]
+    assert fake.wait_report(run_id.task_guid, 1, timeout_s=1).output.str == "late"
+    assert LittleHorseStub(channel).GetTaskRun(run_id, timeout=5).id == run_id
+
+
+def test_run_wf_with_an_existing_id_is_already_exists(fake, config, channel):
+    """A second RunWf with the same id fails ALREADY_EXISTS and leaves the first WfRun alone."""
+    register(config)
+    first = run_wf(channel, "dup-1", {"kind": "ok"})
+    with pytest.raises(grpc.RpcError) as excinfo:
+        run_wf(channel, "dup-1", {"kind": "boom"})
+
+    assert status(excinfo.value) == grpc.StatusCode.ALREADY_EXISTS
+    assert details(excinfo.value) == "WfRun with id dup-1 already exists!"
+    assert fake.wf_run("dup-1") == first
+    assert json.loads(variable(channel, "dup-1", "workflow").json_obj) == {"kind": "ok"}
+    assert fake.queued("generate") == 1
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "code", "message"),
+    [
+        (
+            {"variables": {}},
+            "INVALID_ARGUMENT",
+            "Must provide required input variable workflow of type JSON_OBJ",
+        ),
+        (
+            {"variables": {"workflow": VariableValue(str="x")}},
+            "INVALID_ARGUMENT",
+            "Value of type STR is not compatible with expected type JSON_OBJ",
+        ),
+        (
+            {
+                "variables": {
+                    "workflow": VariableValue(json_obj="{}"),
+                    "colour": VariableValue(str="red"),
+                }
+            },
+            "INVALID_ARGUMENT",
+            "Var colour provided but not needed",
+        ),
+        (
+            {"id": "Not Valid!"},
+            "INVALID_ARGUMENT",
+            "Optional argument 'id' must be a valid hostname",
+        ),
+        ({"wf_spec_name": "missing"}, "NOT_FOUND", "Couldn't find specified WfSpec"),
+        ({"wf_spec_name": ""}, "INVALID_ARGUMENT", "Missing required argument 'wf_spec_name'"),
+    ],
+)
+def test_run_wf_validates_like_the_server(fake, config, channel, request_kwargs, code, message):
+    """RunWf checks the WfSpec, the id, required variables, their types and unknown names."""
+    register(config)
+    fields: dict[str, Any] = {
+        "wf_spec_name": "generate-wf",
+        "variables": {"workflow": VariableValue(json_obj="{}")},
+    }
+    fields.update(request_kwargs)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        LittleHorseStub(channel).RunWf(RunWfRequest(**fields), timeout=5)
+    assert status(excinfo.value) == getattr(grpc.StatusCode, code)
+    assert message in details(excinfo.value)
+    assert fake.queued("generate") == 0  # nothing was started
+
+
+def test_optional_variables_are_stored_and_unsupported_nodes_refused(fake, config, channel):
+    """RunWf sets optional variables; a WfSpec with a node the fake cannot run is UNIMPLEMENTED."""
+    register(config)
+    run_wf(channel, "opt-1", {"kind": "ok"}, retry_of="wf-0")
+    stub = LittleHorseStub(channel)
+    retry_of = variable(channel, "opt-1", "retry_of")
+
+    def sleepy(wf: WorkflowThread) -> None:
+        wf.sleep(5)
+
+    littlehorse.create_workflow_spec(Workflow("sleepy", sleepy), config)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.RunWf(RunWfRequest(wf_spec_name="sleepy"), timeout=5)
+
+    assert retry_of.str == "wf-0"
+    assert status(excinfo.value) == grpc.StatusCode.UNIMPLEMENTED
+    assert "SLEEP" in details(excinfo.value) and "'sleepy'" in details(excinfo.value)
+
+
+def test_search_wf_run_filters_and_pages(fake, config, channel, raw):
+    """SearchWfRun by WfSpec, status, start window and searchable variable, paged by limit+bookmark."""
+    register(config)
+    run_wf(channel, "s-1", {"kind": "ok"})
+    raw.report(raw.claim(), TaskStatus.TASK_SUCCESS, output=to_variable_value({}))
+    run_wf(channel, "s-2", {"kind": "ok"}, retry_of="s-1")
+    run_wf(channel, "s-3", {"kind": "ok"})
+    starts = {
+        i: LittleHorseStub(channel).GetWfRun(WfRunId(id=i), timeout=5).start_time
+        for i in ("s-1", "s-2", "s-3")
+    }
+    stub = raw.stub
+
+    def search(**kwargs: Any) -> Any:
+        return stub.SearchWfRun(SearchWfRunRequest(**kwargs), timeout=5)
+
+    def ids(reply: Any) -> list[str]:
+        return [r.id for r in reply.results]
+
+    assert ids(search(wf_spec_name="generate-wf")) == ["s-1", "s-2", "s-3"]
+    assert ids(search(wf_spec_name="generate-wf", status=LHStatus.COMPLETED)) == ["s-1"]
+    assert ids(search(wf_spec_name="generate-wf", status=LHStatus.RUNNING)) == ["s-2", "s-3"]
+    assert ids(search(wf_spec_name="generate-wf", earliest_start=starts["s-2"])) == ["s-2", "s-3"]
+    assert ids(search(wf_spec_name="generate-wf", latest_start=starts["s-1"])) == ["s-1"]
+    page = search(wf_spec_name="generate-wf", limit=2)
+    assert ids(page) == ["s-1", "s-2"] and page.HasField("bookmark")
+    rest = search(wf_spec_name="generate-wf", limit=2, bookmark=page.bookmark)
+    assert ids(rest) == ["s-3"] and not rest.HasField("bookmark")
+    match = VariableMatch(var_name="retry_of", value=VariableValue(str="s-1"))
+    assert ids(search(wf_spec_name="generate-wf", variable_filters=[match])) == ["s-2"]
+    assert ids(search(status=LHStatus.RUNNING)) == []  # no status-only index for WfRuns
+    with pytest.raises(grpc.RpcError) as excinfo:
+        search(wf_spec_name="unknown")
+    assert status(excinfo.value) == grpc.StatusCode.INVALID_ARGUMENT
+    scheduled = stub.SearchTaskRun(
+        SearchTaskRunRequest(task_def_name="generate", status=TaskStatus.TASK_SCHEDULED), timeout=5
+    )
+    assert [r.wf_run_id.id for r in scheduled.results] == ["s-2", "s-3"]
+
+
+def test_delete_wf_run_removes_it_with_its_task_runs_and_checkpoints(fake, config, channel, raw):
+    """DeleteWfRun removes the WfRun, its TaskRuns and checkpoints; deleting again is OK."""
+    register(config)
+    run_wf(channel, "del-1", {"kind": "ok"})
+    task = raw.claim()
+    raw.checkpoint(task, "x")
+    raw.report(task, TaskStatus.TASK_SUCCESS, output=to_variable_value({}))
+    stub = raw.stub
+    for _ in range(2):
+        stub.DeleteWfRun(DeleteWfRunRequest(id=WfRunId(id="del-1")), timeout=5)
+
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.GetWfRun(WfRunId(id="del-1"), timeout=5)
+    assert status(excinfo.value) == grpc.StatusCode.NOT_FOUND
+    assert (
+        stub.ListTaskRuns(ListTaskRunsRequest(wf_run_id=WfRunId(id="del-1")), timeout=5).results
+        == []
+    )
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.GetCheckpoint(CheckpointId(task_run=task.task_run_id), timeout=5)
+    assert status(excinfo.value) == grpc.StatusCode.NOT_FOUND
+
+
+def test_kill_streams_ends_poll_streams_with_unavailable(fake, config, channel, raw):
+    """kill_streams() ends open PollTask streams with UNAVAILABLE while the fake keeps serving."""
+    littlehorse.create_task_def(greet, "greet", config)
+    raw.task_def_name = "greet"
+    raw.ask()
+    fake.wait_polling(5, task_def_name="greet")
+
+    assert fake.kill_streams() == 1
+    error = raw.next_error()
+    assert status(error) == grpc.StatusCode.UNAVAILABLE
+    fake.wait_for(lambda: fake.open_streams == 0, 5, "the stream to close")
+
+    run_id = fake.schedule("greet", ["Ada"])
+    fresh = RawWorker(channel, "greet")
+    try:
+        assert fresh.claim().task_run_id == run_id
+    finally:
+        fresh.close()
+
+
+def test_restart_keeps_the_port_and_every_record():
+    """stop() makes RPCs UNAVAILABLE; start() serves the same port with TaskDefs, WfRuns and queue kept."""
+    server = FakeLittleHorse(time_scale=0.01).start()
+    port = server.port
+    config = server.config()
+    try:
+        register(config, generate_wf(retries=1))
+        with grpc.insecure_channel(server.address) as before:
+            run_wf(before, "r-1", {"kind": "ok"})
+            worker = RawWorker(before)
+            first = worker.claim()
+            worker.report(
+                first,
+                TaskStatus.TASK_FAILED,
+                error={"type": LHErrorType.TASK_ERROR, "message": "x"},
+            )
+            worker.ask()
+            server.stop()
+            assert status(worker.next_error()) == grpc.StatusCode.UNAVAILABLE
+            worker.close()
+        with grpc.insecure_channel(server.address) as down, pytest.raises(grpc.RpcError) as excinfo:
+            LittleHorseStub(down).GetWfRun(WfRunId(id="r-1"), timeout=5)
+        assert status(excinfo.value) == grpc.StatusCode.UNAVAILABLE
+
+        server.start()
+        assert server.port == port
+        with grpc.insecure_channel(server.address) as after:
+            stub = LittleHorseStub(after)
+            assert stub.GetTaskDef(TaskDefId(name="generate"), timeout=5).id.name == "generate"
+            assert stub.GetWfRun(WfRunId(id="r-1"), timeout=5).status == LHStatus.RUNNING
+            worker = RawWorker(after)
+            second = worker.claim()  # the retry waited out its backoff while stopped
+            worker.report(second, TaskStatus.TASK_SUCCESS, output=to_variable_value({"n": 2}))
+            worker.close()
+        wf_run = server.wait_wf_run("r-1", timeout_s=5)
+    finally:
+        close_sync_channels(config)
+        server.stop()
+    assert second.attempt_number == 1
+    assert wf_run.status == LHStatus.COMPLETED
+
+
+def test_standalone_server_runs_wf_runs():
+    """`python -m fakes.littlehorse` serves RunWf and prints each WfRun status change."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakes.littlehorse", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+
+    def read_lines() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines)
+    reader.start()
+    config = LHConfig()
+    try:
+        first = lines.get(timeout=10)
+        host, port = first.split()[-1].rsplit(":", 1)
+        config.load({"LHC_API_HOST": host, "LHC_API_PORT": port, "LHC_API_PROTOCOL": "PLAINTEXT"})
+        register(config)
+        with (
+            WorkerThread(LHTaskWorker(generate, "generate", config)),
+            grpc.insecure_channel(f"{host}:{port}") as chan,
+        ):
+            run_wf(chan, "demo-1", {"kind": "ok"})
+            output = ""
+            while "wfrun demo-1 COMPLETED" not in output:
+                output += lines.get(timeout=10)
+        assert "wfrun demo-1 RUNNING" in output and '"status": "TASK_SUCCESS"' in output
+    finally:
+        close_sync_channels(config)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        reader.join(timeout=5)

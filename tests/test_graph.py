@@ -5,14 +5,9 @@ from typing import Any
 import pytest
 
 from comfyui_worker.errors import InvalidWorkflowError
-from comfyui_worker.graph import (
-    close_matches,
-    did_you_mean,
-    is_link,
-    is_ui_format,
-    sorted_ids,
-    validate_graph,
-)
+from comfyui_worker.graph import is_ui_format, sorted_ids, validate_graph
+from comfyui_worker.placeholders import is_link
+from comfyui_worker.suggest import close_matches, did_you_mean, quote_list
 
 
 def small_graph() -> dict[str, Any]:
@@ -26,13 +21,11 @@ def small_graph() -> dict[str, Any]:
     }
 
 
-def test_valid_graph_is_returned_as_a_copy() -> None:
-    """A valid graph comes back equal but independent of the input."""
+def test_valid_graph_is_returned_unchanged_and_uncopied() -> None:
+    """Validation happens once at the boundary: the graph itself comes back, not a copy."""
     graph = small_graph()
-    result = validate_graph(graph)
-    assert result == graph
-    result["1"]["inputs"]["width"] = 1
-    assert graph["1"]["inputs"]["width"] == 64
+    assert validate_graph(graph) is graph
+    assert graph == small_graph()
 
 
 def test_ui_format_explains_how_to_export_api_format() -> None:
@@ -125,7 +118,7 @@ def test_prompt_request_body_gets_a_hint() -> None:
 
 def test_source_names_the_origin() -> None:
     """The source label starts the message, so a template file can be named."""
-    with pytest.raises(InvalidWorkflowError, match=r"^upscale\.json "):
+    with pytest.raises(InvalidWorkflowError, match=r"invalid-workflow: upscale\.json is not"):
         validate_graph({"1": {}}, source="upscale.json")
 
 
@@ -154,3 +147,14 @@ def test_close_matches_ignore_case_and_keep_spelling() -> None:
 def test_sorted_ids_are_numeric_first() -> None:
     """Numeric ids sort as numbers, others after them."""
     assert sorted_ids(["10", "9", "a", "1"]) == ["1", "9", "10", "a"]
+
+
+def test_sorted_ids_never_convert_hostile_ids() -> None:
+    """Unicode digits and ids of thousands of digits sort without int() blowing up."""
+    huge = "9" * 5000
+    assert sorted_ids([huge, "²", "10", "2"]) == ["2", "10", huge, "²"]
+
+
+def test_lists_in_messages_are_capped() -> None:
+    """A candidate list longer than ten says how many more there are."""
+    assert quote_list(range(25)) == ", ".join(f"'{i}'" for i in range(10)) + ", ... (15 more)"

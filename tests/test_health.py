@@ -1,22 +1,28 @@
-"""Health endpoints and metrics, over real HTTP."""
+"""Readiness, the poll gate, health endpoints and metrics, over real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from comfyui_worker.health import HealthServer
+from comfyui_worker.errors import ComfyUnavailableError, InvalidWorkflowError
+from comfyui_worker.health import HealthServer, Readiness, problem_probe
 from comfyui_worker.metrics import Metrics
+from tests.test_result import result
 
 
 class Switch:
     def __init__(self) -> None:
         self.up = True
+        self.calls = 0
 
     def __call__(self) -> None:
+        self.calls += 1
         if not self.up:
             raise ConnectionError("refused")
 
@@ -26,52 +32,74 @@ def comfy_switch() -> Switch:
     return Switch()
 
 
+def readiness(comfy_switch: Switch) -> Readiness:
+    ready = Readiness()
+    ready.add("comfyui", comfy_switch, gating=True, cached=False)
+    ready.add("littlehorse", problem_probe(lambda: None), gating=False, cached=False)
+    return ready
+
+
 @pytest.fixture
 def server(comfy_switch: Switch) -> Iterator[HealthServer]:
-    srv = HealthServer(
-        "127.0.0.1",
-        0,
-        alive=lambda: None,
-        ready_probes={"comfyui": comfy_switch, "littlehorse": lambda: None},
-    ).start()
+    srv = HealthServer("127.0.0.1", 0, alive=lambda: None, readiness=readiness(comfy_switch))
+    srv.start()
     yield srv
     srv.stop()
 
 
 def test_healthz_is_ok_while_alive(server: HealthServer):
-    """/healthz answers 200 when the SDK reports healthy."""
+    """/healthz answers 200 while no claimed task is stuck."""
     response = httpx.get(f"http://127.0.0.1:{server.port}/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_readyz_names_the_part_that_is_down(comfy_switch: Switch):
+def test_readyz_names_the_part_that_is_down(server: HealthServer, comfy_switch: Switch):
     """/readyz is 503 with a body that says ComfyUI is down and LittleHorse is fine."""
     comfy_switch.up = False
-    srv = HealthServer(
-        "127.0.0.1",
-        0,
-        alive=lambda: None,
-        ready_probes={"comfyui": comfy_switch, "littlehorse": lambda: None},
-    ).start()
-    try:
-        response = httpx.get(f"http://127.0.0.1:{srv.port}/readyz")
-    finally:
-        srv.stop()
+    response = httpx.get(f"http://127.0.0.1:{server.port}/readyz")
     assert response.status_code == 503
-    assert response.json()["littlehorse"] == "ok"
-    assert response.json()["comfyui"].startswith("ConnectionError")
+    assert response.json() == {"comfyui": "refused", "littlehorse": "ok"}
 
 
-def test_unhealthy_sdk_fails_liveness():
-    """A failed heartbeat (as the SDK reports it) makes /healthz 503."""
-    srv = HealthServer(
-        "127.0.0.1", 0, alive=lambda: "LittleHorse worker UNHEALTHY", ready_probes={}
-    ).start()
+def test_a_stuck_claim_fails_liveness():
+    """A claimed task that never started (a leaked slot) makes /healthz 503."""
+    stuck = "task t1 attempt 0 claimed 900s ago, not started"
+    srv = HealthServer("127.0.0.1", 0, alive=lambda: stuck, readiness=Readiness()).start()
     try:
         response = httpx.get(f"http://127.0.0.1:{srv.port}/healthz")
     finally:
         srv.stop()
-    assert response.status_code == 503 and "UNHEALTHY" in response.json()["status"]
+    assert response.status_code == 503 and response.json()["status"] == stuck
+
+
+def test_cached_probes_ask_at_most_every_two_seconds(comfy_switch: Switch):
+    """A busy scraper hits the cached verdict, not ComfyUI."""
+    ready = Readiness()
+    ready.add("comfyui", comfy_switch, gating=True, cached=True)
+    for _ in range(20):
+        assert ready.report() == {"comfyui": None}
+    assert comfy_switch.calls == 1
+
+
+def test_the_gate_holds_until_every_gating_probe_passes(comfy_switch: Switch):
+    """No PollTask request leaves while ComfyUI is down; it leaves once ComfyUI is back."""
+    comfy_switch.up = False
+    ready = readiness(comfy_switch)
+    opened = threading.Event()
+
+    async def wait_gate() -> None:
+        await ready.gate()
+        opened.set()
+
+    thread = threading.Thread(target=asyncio.run, args=(wait_gate(),))
+    thread.start()
+    try:
+        assert not opened.wait(0.3)  # still closed while the probe fails
+        comfy_switch.up = True
+        assert opened.wait(5)
+    finally:
+        comfy_switch.up = True
+        thread.join(5)
 
 
 def test_metrics_endpoint_serves_prometheus_text(server: HealthServer):
@@ -81,19 +109,16 @@ def test_metrics_endpoint_serves_prometheus_text(server: HealthServer):
 
 
 def test_metrics_record_outcomes_phases_and_bytes():
-    """A success feeds phases and bytes; failures count by name and kind."""
+    """A success feeds phases and bytes; failures count by their own name and kind."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    result = {
-        "timings_ms": {"queued": 5, "executing": 1000, "downloading": 20, "total": 1030},
-        "outputs": [{"size_bytes": 100, "reused": False}, {"size_bytes": 50, "reused": True}],
-    }
-    metrics.succeeded(result)
-    metrics.failed("invalid-workflow", business=True)
-    metrics.failed("comfyui-unavailable", business=False)
+    metrics.succeeded(result())
+    metrics.failed(InvalidWorkflowError("bad"))
+    metrics.failed(ComfyUnavailableError("down", maybe_delivered=False))
     text = generate_latest(registry).decode()
     assert 'comfyui_worker_tasks_total{kind="success",outcome="success"} 1.0' in text
     assert 'comfyui_worker_tasks_total{kind="business",outcome="invalid-workflow"} 1.0' in text
+    assert 'comfyui_worker_tasks_total{kind="technical",outcome="comfyui-unavailable"} 1.0' in text
     assert 'comfyui_worker_task_phase_seconds_count{phase="executing"} 1.0' in text
-    assert "comfyui_worker_downloaded_bytes_total 100.0" in text
+    assert "comfyui_worker_downloaded_bytes_total 1.0" in text
     assert "comfyui_worker_comfyui_up 0.0" in text

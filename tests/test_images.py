@@ -6,11 +6,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from pytest_httpx import HTTPXMock, IteratorStream
 
-from comfyui_worker.errors import InvalidWorkflowError, TransientError
+from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.images import (
     ResolvedImage,
     bind_images,
@@ -154,65 +152,6 @@ def test_url_is_disabled_by_default(tmp_path: Path) -> None:
     assert "COMFYUI_ALLOW_INPUT_URLS=true" in info.value.message
 
 
-def test_url_image_is_downloaded(tmp_path: Path, httpx_mock: HTTPXMock) -> None:
-    """An allowed http(s) URL is fetched."""
-    httpx_mock.add_response(url="https://images.example/a.png", content=PNG)
-    config = settings(tmp_path, COMFYUI_ALLOW_INPUT_URLS="true")
-    image = ImageInput(name="a", url="https://images.example/a.png")
-    assert resolve_image(image, config, unique_prefix="t").data == PNG
-
-
-def test_url_must_be_http(tmp_path: Path) -> None:
-    """Only http and https URLs are fetched."""
-    config = settings(tmp_path, COMFYUI_ALLOW_INPUT_URLS="true")
-    with pytest.raises(InvalidWorkflowError, match="must start with http"):
-        resolve_image(ImageInput(name="f", url="file:///etc/passwd"), config, unique_prefix="t")
-
-
-def test_url_client_error_is_invalid_input(tmp_path: Path, httpx_mock: HTTPXMock) -> None:
-    """A 404 is the caller's mistake, reported with the status."""
-    httpx_mock.add_response(url="https://images.example/a.png", status_code=404)
-    config = settings(tmp_path, COMFYUI_ALLOW_INPUT_URLS="true")
-    with pytest.raises(InvalidWorkflowError, match="answered HTTP 404"):
-        resolve_image(
-            ImageInput(name="a", url="https://images.example/a.png"), config, unique_prefix="t"
-        )
-
-
-def test_url_server_error_is_retryable(tmp_path: Path, httpx_mock: HTTPXMock) -> None:
-    """A 503 or a network failure may pass, so it is a transient error."""
-    httpx_mock.add_response(url="https://images.example/a.png", status_code=503)
-    httpx_mock.add_exception(httpx.ConnectError("refused"), url="https://images.example/b.png")
-    config = settings(tmp_path, COMFYUI_ALLOW_INPUT_URLS="true")
-    for name in ("a", "b"):
-        image = ImageInput(name=name, url=f"https://images.example/{name}.png")
-        with pytest.raises(TransientError, match=f"image '{name}'"):
-            resolve_image(image, config, unique_prefix="t")
-
-
-def test_url_size_limit_is_enforced_while_streaming(tmp_path: Path, httpx_mock: HTTPXMock) -> None:
-    """A body without Content-Length is cut off once it passes the limit."""
-    chunks = [PNG[:8]] + [b"\x00" * 64] * 1000
-    httpx_mock.add_response(url="https://images.example/a.png", stream=IteratorStream(chunks))
-    config = settings(
-        tmp_path, COMFYUI_ALLOW_INPUT_URLS="true", COMFYUI_MAX_INPUT_IMAGE_BYTES="1000"
-    )
-    with pytest.raises(InvalidWorkflowError, match="over the limit of 1000 bytes"):
-        resolve_image(
-            ImageInput(name="a", url="https://images.example/a.png"), config, unique_prefix="t"
-        )
-
-
-def test_url_content_length_over_limit_is_refused(tmp_path: Path, httpx_mock: HTTPXMock) -> None:
-    """A declared Content-Length over the limit is refused before reading."""
-    httpx_mock.add_response(url="https://images.example/a.png", content=PNG)
-    config = settings(tmp_path, COMFYUI_ALLOW_INPUT_URLS="true", COMFYUI_MAX_INPUT_IMAGE_BYTES="10")
-    with pytest.raises(InvalidWorkflowError, match=f"is {len(PNG)} bytes"):
-        resolve_image(
-            ImageInput(name="a", url="https://images.example/a.png"), config, unique_prefix="t"
-        )
-
-
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
@@ -262,17 +201,16 @@ def resolved(name: str, upload_name: str) -> ResolvedImage:
 
 
 def test_bind_images_replaces_names_and_placeholders() -> None:
-    """Exact names and {{name}} placeholders become upload names, links untouched."""
+    """Exact names and {{name}} placeholders become upload names (in the render), links untouched."""
     graph: dict[str, dict[str, Any]] = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "{{face}}"}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "style"}},
         "3": {"class_type": "X", "inputs": {"list": ["{{ face }}", {"k": "style"}], "l": ["1", 0]}},
     }
-    bound = bind_images(graph, [resolved("face", "t-face.png"), resolved("style", "t-style.png")])
-    assert bound["1"]["inputs"]["image"] == "t-face.png"
-    assert bound["2"]["inputs"]["image"] == "t-style.png"
-    assert bound["3"]["inputs"] == {"list": ["t-face.png", {"k": "t-style.png"}], "l": ["1", 0]}
-    assert graph["1"]["inputs"]["image"] == "{{face}}"
+    bind_images(graph, [resolved("face", "t-face.png"), resolved("style", "t-style.png")])
+    assert graph["1"]["inputs"]["image"] == "t-face.png"
+    assert graph["2"]["inputs"]["image"] == "t-style.png"
+    assert graph["3"]["inputs"] == {"list": ["t-face.png", {"k": "t-style.png"}], "l": ["1", 0]}
 
 
 def test_bind_images_refuses_unused_images() -> None:

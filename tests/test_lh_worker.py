@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ import pytest
 from littlehorse.model import ReportTaskRun, TaskStatus
 
 from comfyui_worker.lh_worker import prompt_id_for
+from fakes.comfyui import FakeComfyUI
+from fakes.littlehorse import FakeLittleHorse
 from tests.conftest import wait_until
-from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.littlehorse import FakeLittleHorse
 from tests.graphs import smoke
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,12 +180,25 @@ def test_out_of_memory_is_task_failed(lh: FakeLittleHorse, spawn: Any, comfy: Fa
     assert "comfyui-out-of-memory" in report.error.message
 
 
-def test_unreachable_comfyui_is_task_failed(lh: FakeLittleHorse, spawn: Any):
-    """With ComfyUI down the task fails as retryable, naming the URL."""
-    spawn(COMFYUI_BASE_URL="http://127.0.0.1:9", COMFYUI_HTTP_RETRIES="1")
-    report = run_task(lh, smoke(4))
-    assert report.status == TaskStatus.TASK_FAILED
-    assert "comfyui-unavailable" in report.error.message and "127.0.0.1:9" in report.error.message
+def test_no_task_is_taken_while_comfyui_is_down(
+    lh: FakeLittleHorse, worker_env: dict[str, str], comfy: FakeComfyUI, tmp_path: Path
+):
+    """With ComfyUI down the worker claims nothing and says why; once it is back, work flows."""
+    comfy.stop_http(forget=False)
+    port = free_port()
+    env = {**worker_env, "WORKER_HTTP_PORT": str(port), "WORKER_HTTP_HOST": "127.0.0.1"}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        lh.wait_task_def(TASK)
+        guid = uuid.uuid4().hex
+        lh.schedule(TASK, [smoke(4)], task_guid=guid)
+
+        wait_until(lambda: readyz(port).get("comfyui", "ok") != "ok", timeout_s=30)
+        assert lh.queued(TASK) == 1 and (guid, 0) not in lh.delivered
+        comfy.start_http()
+        assert lh.wait_report(guid, timeout_s=60).status == TaskStatus.TASK_SUCCESS
+    finally:
+        worker.stop()
 
 
 def test_bad_task_then_good_task(lh: FakeLittleHorse, spawn: Any):
@@ -207,9 +219,7 @@ def test_retry_after_a_crash_never_runs_the_graph_twice(
     first = spawn()
     guid = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(6)], wf_run_id="wf-crash", task_guid=guid, attempt_number=0)
-    deadline = time.monotonic() + 20
-    while not comfy.submitted and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: comfy.submitted, timeout_s=20)
     first.stop(signal.SIGKILL)
     spawn()
     report = run_task(lh, smoke(6), guid=guid, attempt=1, wf_run_id="wf-crash")
@@ -226,9 +236,8 @@ def test_sigterm_drains_the_running_task_then_exits_zero(
     comfy.execution_time_s = 1.5
     worker = spawn()
     guid = uuid.uuid4().hex
-    lh.schedule(TASK, [smoke(7)], task_guid=guid)
-    lh.wait_delivered(guid)
-    time.sleep(0.3)
+    lh.schedule(TASK, [smoke(7)], task_guid=guid, wf_run_id="wf-term")
+    wait_until(lambda: prompt_id_for("wf-term", guid, 0) in comfy.submitted)
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     report = lh.wait_report(guid, timeout_s=5)
     assert report.status == TaskStatus.TASK_SUCCESS
@@ -242,8 +251,7 @@ def test_drain_past_grace_interrupts_and_reports_retryable(
     worker = spawn(WORKER_DRAIN_TIMEOUT_SEC="0.5")
     guid = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(8)], task_guid=guid, wf_run_id="wf-drain")
-    lh.wait_delivered(guid)
-    time.sleep(0.5)
+    wait_until(lambda: prompt_id_for("wf-drain", guid, 0) in comfy.submitted)
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     report = lh.wait_report(guid, timeout_s=5)
     assert (
@@ -271,33 +279,39 @@ def test_health_endpoints_reflect_comfyui_and_count_tasks(
     base = f"http://127.0.0.1:{port}"
     assert run_task(lh, smoke(9)).status == TaskStatus.TASK_SUCCESS
     assert httpx.get(f"{base}/healthz").status_code == 200
-    assert httpx.get(f"{base}/readyz").json() == {"comfyui": "ok", "littlehorse": "ok"}
+    assert httpx.get(f"{base}/readyz").json() == {
+        "comfyui": "ok",
+        "output": "ok",
+        "littlehorse": "ok",
+    }
     metrics = httpx.get(f"{base}/metrics").text
     assert 'comfyui_worker_tasks_total{kind="success",outcome="success"} 1.0' in metrics
     comfy.stop()
-    time.sleep(2.1)  # the readiness verdict is cached for 2 s
-    ready = httpx.get(f"{base}/readyz")
-    assert ready.status_code == 503 and ready.json()["comfyui"] != "ok"
+    wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 503)  # cached for 2 s
+    assert httpx.get(f"{base}/readyz").json()["comfyui"] != "ok"
 
 
 def test_sigterm_hands_back_the_parked_task_at_once(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
 ):
-    """The task the SDK claimed and parked (N+1) is reported retryable on drain, not left to time out."""
-    comfy.execution_time_s = 1.5
+    """The task the SDK claimed and parked (N+1) is handed back at once on SIGTERM, not at the end."""
+    comfy.execution_time_s = 6
     worker = spawn()
     running, parked = uuid.uuid4().hex, uuid.uuid4().hex
     lh.schedule(TASK, [smoke(10)], task_guid=running)
     lh.wait_delivered(running)
     lh.schedule(TASK, [smoke(11)], task_guid=parked)
     lh.wait_delivered(parked)  # one worker thread, yet the SDK claims a second task
-    assert worker.stop(signal.SIGTERM) == 0, worker.logs()
-    assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
-    handed_back = lh.wait_report(parked, timeout_s=5)
+    worker.proc.send_signal(signal.SIGTERM)
+    handed_back = lh.wait_report(parked, timeout_s=10)
     assert (
         handed_back.status == TaskStatus.TASK_FAILED
         and "worker-shutting-down" in handed_back.error.message
     )
+    assert worker.stop(signal.SIGTERM) == 0, worker.logs()
+    assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
+    order = [r.task_run_id.task_guid for r in lh.reports]
+    assert order.index(parked) < order.index(running)  # handed back while the other still ran
     assert len(comfy.submitted) == 1
 
 
@@ -318,3 +332,178 @@ def test_template_task_with_an_input_image(lh: FakeLittleHorse, spawn: Any, comf
     assert result["template"] == "image_resize" and result["params"]["width"] == 16
     [upload] = comfy.uploads
     assert guid[:12] in json.dumps(upload)
+
+
+def readyz(port: int) -> dict[str, Any]:
+    import httpx
+
+    try:
+        body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+    except httpx.HTTPError:
+        return {}
+    return body
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", "[" * 5000 + "]" * 5000], ids=["not-json", "5000-deep"]
+)
+def test_undecodable_input_is_reported_and_the_next_task_runs(
+    lh: FakeLittleHorse, spawn: Any, text: str
+):
+    """Input the SDK cannot decode is invalid-workflow, and the worker's only slot stays free."""
+    from littlehorse.model import VariableValue
+
+    spawn()
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [VariableValue(json_obj=text)], task_guid=guid)
+    report = lh.wait_report(guid, timeout_s=30)
+    assert report.exception.name == "invalid-workflow"
+    assert "is not valid JSON" in exception_content(report)["message"]
+    assert run_task(lh, smoke(20)).status == TaskStatus.TASK_SUCCESS
+
+
+def test_the_worker_waits_for_littlehorse_at_start(worker_env: dict[str, str], tmp_path: Path):
+    """No LittleHorse yet: the worker retries with a log line each time, then serves when it appears."""
+    lh_port, http_port = free_port(), free_port()
+    env = {
+        **worker_env,
+        "LHC_API_PORT": str(lh_port),
+        "WORKER_HTTP_PORT": str(http_port),
+        "WORKER_HTTP_HOST": "127.0.0.1",
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: worker.logs().count('"lh.unavailable"') >= 2, timeout_s=30)
+        assert worker.proc.poll() is None  # still running, not crashed
+        assert f"127.0.0.1:{lh_port}" in readyz(http_port).get("littlehorse", "")
+        late = FakeLittleHorse()
+        late.port = lh_port
+        with late:
+            late.wait_polling(timeout_s=30)
+            assert run_task(late, smoke(21)).status == TaskStatus.TASK_SUCCESS
+            wait_until(lambda: readyz(http_port).get("littlehorse") == "ok")
+    finally:
+        worker.stop()
+
+
+def test_a_littlehorse_restart_is_noticed_and_polling_resumes(
+    lh: FakeLittleHorse, worker_env: dict[str, str], tmp_path: Path
+):
+    """A dead stream turns /readyz not-ready at once; polling resumes soon after LittleHorse is back."""
+    import time
+
+    http_port = free_port()
+    env = {**worker_env, "WORKER_HTTP_PORT": str(http_port), "WORKER_HTTP_HOST": "127.0.0.1"}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        lh.wait_polling(timeout_s=30)
+        wait_until(lambda: readyz(http_port).get("littlehorse") == "ok")
+        lh.stop()
+        wait_until(lambda: readyz(http_port).get("littlehorse", "ok") != "ok", timeout_s=5)
+        lh.start()
+        back = time.monotonic()
+        lh.wait_polling(timeout_s=15)  # the SDK alone would wait for its 60 s heartbeat
+        assert time.monotonic() - back < 15
+        assert run_task(lh, smoke(22)).status == TaskStatus.TASK_SUCCESS
+    finally:
+        worker.stop()
+
+
+def test_a_result_lh_never_received_is_adopted_by_the_retry(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, tmp_path: Path
+):
+    """LittleHorse away when the task ends and the worker dies: attempt 1 reuses prompt and files."""
+    comfy.execution_time_s = 1.0
+    first = spawn()
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(23)], wf_run_id="wf-lost", task_guid=guid, attempt_number=0)
+    wait_until(lambda: comfy.submitted)
+    lh.stop()  # the report of attempt 0 cannot be delivered
+    manifest = tmp_path / "out" / "wf-lost" / guid / "manifest.json"
+    wait_until(lambda: manifest.is_file(), timeout_s=30)
+    first.stop(signal.SIGKILL)
+    lh.start()
+    spawn()
+    report = run_task(lh, smoke(23), guid=guid, attempt=1, wf_run_id="wf-lost")
+    assert report.status == TaskStatus.TASK_SUCCESS, report
+    result = json.loads(report.output.json_obj)
+    assert result["prompt_id"] == prompt_id_for("wf-lost", guid, 0) and len(comfy.submitted) == 1
+    assert [o["reused"] for o in result["outputs"]] == [True]
+
+
+@pytest.mark.slow
+def test_a_report_rides_out_littlehorse_away_for_longer_than_the_sdk_would(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, tmp_path: Path
+):
+    """LittleHorse down for 35 s (the SDK gives up after ~30 s): the result still arrives."""
+    import time
+
+    comfy.execution_time_s = 0.5
+    spawn()
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(24)], wf_run_id="wf-away", task_guid=guid)
+    wait_until(lambda: comfy.submitted)
+    lh.stop()
+    manifest = tmp_path / "out" / "wf-away" / guid / "manifest.json"
+    wait_until(lambda: manifest.is_file(), timeout_s=30)
+    time.sleep(35)  # the outage itself is what is tested: nothing to wait on but the clock
+    lh.start()
+    assert lh.wait_report(guid, timeout_s=30).status == TaskStatus.TASK_SUCCESS
+
+
+def test_a_repeated_sigterm_is_one_request_not_a_force(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """A process-group kill delivers SIGTERM twice at once: still a graceful drain."""
+    comfy.execution_time_s = 1.5
+    worker = spawn()
+    guid = uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(25)], task_guid=guid, wf_run_id="wf-twice")
+    wait_until(lambda: prompt_id_for("wf-twice", guid, 0) in comfy.submitted)
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=30) == 0, worker.logs()
+    assert lh.wait_report(guid, timeout_s=5).status == TaskStatus.TASK_SUCCESS
+    assert comfy.interrupted == []
+
+
+def test_a_read_only_output_dir_takes_no_task(
+    lh: FakeLittleHorse, worker_env: dict[str, str], comfy: FakeComfyUI, tmp_path: Path
+):
+    """An output dir that cannot be written: /readyz says so and no task is claimed."""
+    out = tmp_path / "not-a-dir"
+    out.write_text("a file where the output directory should be")
+    http_port = free_port()
+    env = {
+        **worker_env,
+        "COMFYUI_OUTPUT_DIR": str(out),
+        "WORKER_HTTP_PORT": str(http_port),
+        "WORKER_HTTP_HOST": "127.0.0.1",
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        lh.wait_task_def(TASK)
+        guid = uuid.uuid4().hex
+        lh.schedule(TASK, [smoke(26)], task_guid=guid)
+        wait_until(lambda: str(out) in readyz(http_port).get("output", ""), timeout_s=30)
+        assert lh.queued(TASK) == 1 and comfy.submitted == []
+        out.unlink()
+        assert lh.wait_report(guid, timeout_s=60).status == TaskStatus.TASK_SUCCESS
+    finally:
+        worker.stop()
+
+
+def test_prompt_ids_are_canonical_lowercase_uuids():
+    """The newest ComfyUI accepts only canonical lowercase UUIDs; ours always are."""
+    import uuid as uuid_module
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(min_size=1), st.text(min_size=1), st.integers(0, 1000))
+    def check(wf_run_id: str, guid: str, attempt: int) -> None:
+        prompt_id = prompt_id_for(wf_run_id, guid, attempt)
+        assert prompt_id == str(uuid_module.UUID(prompt_id)) == prompt_id.lower()
+
+    check()

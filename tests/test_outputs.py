@@ -1,22 +1,11 @@
-"""Output collection, path safety, journal reuse and the manifest, on real files."""
+"""Output collection and safe, unique destinations."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 
 from comfyui_worker.errors import OutputRejectedError
-from comfyui_worker.outputs import (
-    MAX_TEXT_BYTES,
-    OutputRef,
-    bounded_text,
-    collect,
-    destination,
-    sha256_file,
-    write_manifest,
-)
+from comfyui_worker.outputs import MANIFEST, OutputRef, collect, plan, relative_key
 
 MULTI = {
     "3": {"images": [{"filename": "ComfyUI_temp_a_00001_.png", "subfolder": "", "type": "temp"}]},
@@ -66,10 +55,25 @@ def test_collect_includes_temp_when_configured():
     assert any(f.comfy_type == "temp" for f in got.files) and got.skipped_temp == 0
 
 
-def test_destination_keeps_subfolders_and_separates_temp(tmp_path: Path):
+@pytest.mark.parametrize(
+    "outputs",
+    [None, [], "x", {"1": "not an object"}, {"1": None}, {"1": {"images": [{"filename": 3}]}}],
+)
+def test_collect_tolerates_any_shape(outputs: object):
+    """A history node output that is not an object becomes a value, never an exception."""
+    got = collect(outputs, include_temp=False)
+    assert got.files == []
+
+
+def test_collect_keeps_odd_node_outputs_as_values():
+    """A custom node's non-object output is kept under its node id."""
+    assert collect({"4": [1, 2]}, include_temp=False).values == {"4": {"value": [1, 2]}}
+
+
+def test_relative_key_keeps_subfolders_and_separates_temp():
     """Outputs keep their subfolder; non-output types get their own top folder."""
-    assert destination(tmp_path, ref("x.png", "a/b")) == tmp_path / "a" / "b" / "x.png"
-    assert destination(tmp_path, ref("x.png", "", "temp")) == tmp_path / "temp" / "x.png"
+    assert relative_key(ref("x.png", "a/b")) == "a/b/x.png"
+    assert relative_key(ref("x.png", "", "temp")) == "temp/x.png"
 
 
 @pytest.mark.parametrize(
@@ -84,42 +88,29 @@ def test_destination_keeps_subfolders_and_separates_temp(tmp_path: Path):
         ("", ""),
         ("x.png", "a/../../b"),
         ("C:x", ""),
+        ("x\ud800.png", ""),
+        ("n" * 300 + ".png", ""),
     ],
 )
-def test_destination_rejects_escapes(tmp_path: Path, filename: str, subfolder: str):
-    """Absolute paths, `..` and separators in names are rejected, naming node and file."""
+def test_relative_key_rejects_escapes_and_unusable_names(filename: str, subfolder: str):
+    """Absolute paths, `..`, separators, broken text and over-long names are rejected."""
     with pytest.raises(OutputRejectedError, match="output of node 9"):
-        destination(tmp_path, ref(filename, subfolder))
+        relative_key(ref(filename, subfolder))
 
 
-def test_destination_rejects_symlink_escape(tmp_path: Path):
-    """A subfolder that is a symlink out of the run dir is caught by the resolve check."""
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "link").symlink_to(tmp_path.parent)
-    with pytest.raises(OutputRejectedError, match="leaves the output directory"):
-        destination(run, ref("x.png", "link"))
+def test_plan_keeps_two_files_that_map_to_one_name():
+    """A temp preview and an output subfolder called temp both keep their bytes."""
+    preview, lookalike = ref("x.png", "", "temp"), ref("x.png", "temp")
+    assert [key for _, key in plan([preview, lookalike])] == ["temp/x.png", "temp/x-2.png"]
 
 
-def test_bounded_text_cuts_and_says_so():
-    """Text beyond the budget is dropped from the result and flagged."""
-    big = "x" * (MAX_TEXT_BYTES - 10)
-    kept, cut = bounded_text({"1": [big, "y" * 100]})
-    assert kept == {"1": [big]} and cut
-    assert bounded_text({"1": ["a"]}) == ({"1": ["a"]}, False)
+def test_plan_never_overwrites_the_manifest():
+    """An output named manifest.json is renamed, so the set's manifest stays ours."""
+    assert plan([ref(MANIFEST)]) == [(ref(MANIFEST), "manifest-2.json")]
 
 
-def test_manifest_is_written_atomically(tmp_path: Path):
-    """manifest.json holds the data and no temp file is left behind."""
-    path = write_manifest(tmp_path / "run", {"prompt_id": "p", "outputs": []}, fsync=True)
-    assert json.loads(path.read_text())["prompt_id"] == "p"
-    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]
-
-
-def test_sha256_file_matches_hashlib(tmp_path: Path):
-    """The chunked hash equals a one-shot hash."""
-    import hashlib
-
-    data = bytes(range(256)) * 10_000
-    (tmp_path / "f").write_bytes(data)
-    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+def test_plan_gives_the_same_file_one_key():
+    """Two nodes pointing at the same ComfyUI file share one saved copy."""
+    first = ref("same.png")
+    second = OutputRef("10", "images", "same.png", "", "output")
+    assert [key for _, key in plan([first, second])] == ["same.png", "same.png"]

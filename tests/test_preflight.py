@@ -81,7 +81,7 @@ def test_unknown_node_type_suggests_close_names(object_info: dict[str, Any]) -> 
     [problem] = problems_of(graph, object_info)
     assert problem["problem"] == "unknown_node"
     assert problem["suggestions"] == ["KSampler"]
-    assert problem["message"] == "node '3' (Ksampler): unknown node type; did you mean 'KSampler'?"
+    assert problem["message"] == "node '3' (Ksampler): unknown node type (did you mean 'KSampler'?)"
 
 
 def test_unknown_node_type_without_match_mentions_custom_nodes(object_info: dict[str, Any]) -> None:

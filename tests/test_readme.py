@@ -1,4 +1,4 @@
-"""README stays true to the code: settings, error names, schema, quick start."""
+"""README and docs stay true to the code: settings, errors, schema, trail, quick start, links."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from comfyui_worker import errors
 from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.task_input import task_input_json_schema
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+TASK_INPUT = (ROOT / "docs" / "task-input.md").read_text()
 
 
 def test_every_setting_is_documented():
@@ -22,31 +24,71 @@ def test_every_setting_is_documented():
     assert missing == []
 
 
-def test_every_error_name_is_in_the_error_table():
-    """Each error class's name has a row in the error table, plus internal-error."""
-    names = {
-        cls.name
-        for cls in vars(errors).values()
-        if isinstance(cls, type)
-        and issubclass(cls, errors.ComfyWorkerError)
-        and cls.name not in ("comfyui-worker-error", "comfyui-transient")
-    } | {"internal-error"}
-    missing = [n for n in sorted(names) if f"| `{n}` |" not in README]
-    assert missing == []
+def error_rows() -> dict[str, list[str]]:
+    block = README.split("<!-- errors:start -->")[1].split("<!-- errors:end -->")[0]
+    rows = [line.split("|")[1:-1] for line in block.strip().splitlines()[2:]]
+    return {cells[0].strip().strip("`"): [c.strip() for c in cells[1:4]] for cells in rows}
 
 
-def test_schema_block_matches_the_model():
-    """The JSON Schema in README is exactly what the pydantic model generates."""
+def test_the_error_table_matches_each_class():
+    """Every error has a row whose kind, retry and exit code are the class's own attributes."""
+    expected = {
+        cls.name: [
+            "business" if cls.business else "technical",
+            "n/a" if not cls.in_tasks else "no" if cls.business else "yes",
+            str(int(cls.exit_code)),
+        ]
+        for cls in errors.all_errors()
+    }
+    assert error_rows() == expected
+
+
+def test_the_schema_block_matches_the_model():
+    """The JSON Schema in docs/task-input.md is exactly what the pydantic model generates."""
     block = re.search(
-        r"<!-- schema:start -->\n```json\n(.*?)\n```\n<!-- schema:end -->", README, re.S
+        r"<!-- schema:start -->\n```json\n(.*?)\n```\n<!-- schema:end -->", TASK_INPUT, re.S
     )
     assert block is not None
     assert json.loads(block.group(1)) == task_input_json_schema()
 
 
+def test_the_trail_is_documented_as_written():
+    """Each trail line the worker writes is spelt the same way in README."""
+    lines = [
+        "submitted prompt <id>",
+        "adopted prompt <id> from an earlier attempt",
+        "ComfyUI started executing",
+        "downloaded N files (B bytes) in T ms",
+        "finished: comfyui executed in X ms, queued Q ms, total Y ms",
+        "failed: <name>: <message>",
+        "failed (will be retried): <name>: <message>",
+    ]
+    assert [line for line in lines if f"`{line}`" not in README] == []
+
+
 def test_quick_start_commands_match_ci():
     """The README's test command is the one .ci/run runs, and the demo module exists."""
-    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     assert "uv run pytest                 # runs the test suite" in README
     assert "\nuv run pytest\n" in ci
-    assert "uv run python -m tests.demo" in README and (Path(__file__).parent / "demo.py").is_file()
+    assert "uv run python -m tests.demo" in README and (ROOT / "tests" / "demo.py").is_file()
+
+
+def test_every_linked_doc_exists():
+    """Every relative link in README and docs/ points at a file that exists."""
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            if not (page.parent / target).exists():
+                broken.append(f"{page.name} -> {target}")
+    assert broken == []
+
+
+def test_the_contents_list_points_at_sections():
+    """Each README contents entry names a heading that exists."""
+    anchors = re.findall(r"- \[[^\]]+\]\(#([a-z0-9-]+)\)", README)
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^## (.+)$", README, re.M)
+    }
+    assert anchors and set(anchors) <= headings

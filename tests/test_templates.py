@@ -10,13 +10,8 @@ import pytest
 
 from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.overrides import apply_overrides
-from comfyui_worker.templates import (
-    SEED_LIMIT,
-    Template,
-    load_template,
-    load_templates,
-    render,
-)
+from comfyui_worker.params import SEED_LIMIT
+from comfyui_worker.templates import Template, load_template, load_templates, render
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
@@ -318,8 +313,9 @@ def test_overrides_apply_after_params() -> None:
 
 def test_override_key_splits_at_the_last_dot() -> None:
     """Node ids may contain dots; the input name is after the last one."""
-    graph = {"1.5": {"class_type": "A", "inputs": {"seed": 1}}}
-    assert apply_overrides(graph, {"1.5.seed": 2})["1.5"]["inputs"]["seed"] == 2
+    graph: dict[str, dict[str, Any]] = {"1.5": {"class_type": "A", "inputs": {"seed": 1}}}
+    apply_overrides(graph, {"1.5.seed": 2})
+    assert graph["1.5"]["inputs"]["seed"] == 2
 
 
 def test_override_unknown_node_lists_node_ids() -> None:
@@ -346,10 +342,11 @@ def test_override_key_without_dot_is_rejected() -> None:
 
 def test_override_cannot_cut_a_link() -> None:
     """Replacing a link with a plain value is refused; another link is fine."""
-    graph = template().graph
+    graph = copy.deepcopy(template().graph)
     with pytest.raises(InvalidWorkflowError, match="is a link from node '4'"):
         apply_overrides(graph, {"3.model": "m"})
-    assert apply_overrides(graph, {"3.model": ["6", 0]})["3"]["inputs"]["model"] == ["6", 0]
+    apply_overrides(graph, {"3.model": ["6", 0]})
+    assert graph["3"]["inputs"]["model"] == ["6", 0]
 
 
 def test_override_link_must_target_an_existing_node() -> None:
@@ -434,7 +431,9 @@ def test_describe_lists_required_first() -> None:
 
 def test_render_errors_name_the_template() -> None:
     """Errors from a loaded template name it; a raw graph is 'workflow'."""
-    with pytest.raises(InvalidWorkflowError, match=r"^template 'txt2img_sdxl': missing"):
+    with pytest.raises(
+        InvalidWorkflowError, match=r"^invalid-workflow: template 'txt2img_sdxl': missing"
+    ):
         render(load_template(WORKFLOWS / "txt2img_sdxl.json"), {})
-    with pytest.raises(InvalidWorkflowError, match=r"^workflow: missing"):
+    with pytest.raises(InvalidWorkflowError, match=r"^invalid-workflow: workflow: missing"):
         render({"1": {"class_type": "A", "inputs": {"t": "{{x}}"}}}, {})

@@ -1,0 +1,119 @@
+"""Save a finished prompt's files: stream each from ComfyUI's /view into the run store.
+
+Each file is fetched once per task (an earlier attempt's copy is reused when whole),
+checked against ``COMFYUI_MAX_OUTPUT_BYTES`` while it streams, and retried whole on
+a transient failure. ComfyUI's own files are never touched (a cached re-run points
+at the same names).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import threading
+from collections.abc import Iterator
+
+import structlog
+
+from comfyui_worker.client import ComfyClient
+from comfyui_worker.errors import OutputRejectedError, WorkerShuttingDownError
+from comfyui_worker.outputs import OutputRef, plan
+from comfyui_worker.result import SavedOutput
+from comfyui_worker.store import RunStore, Stored
+
+log = structlog.get_logger("comfyui_worker.download")
+
+
+class Downloader:
+    """Saves refs into one run store."""
+
+    def __init__(
+        self,
+        client: ComfyClient,
+        store: RunStore,
+        *,
+        max_bytes: int,
+        abort: threading.Event | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.max_bytes = max_bytes
+        self.abort = abort or threading.Event()
+
+    def save_all(self, refs: list[OutputRef]) -> list[SavedOutput]:
+        """Plan every destination first (so a bad name fails before any byte), then save."""
+        planned = plan(refs)
+        self.store.prepare()
+        done: dict[str, tuple[Stored, bool]] = {}
+        saved = []
+        for ref, key in planned:
+            if self.abort.is_set():
+                raise WorkerShuttingDownError(
+                    f"worker shut down after saving {len(done)} of {len(planned)} files"
+                )
+            if key not in done:
+                done[key] = self._save(ref, key)
+            stored, reused = done[key]
+            saved.append(_saved(ref, stored, reused))
+        return saved
+
+    def _save(self, ref: OutputRef, key: str) -> tuple[Stored, bool]:
+        reused = self.store.reusable(key)
+        if reused is not None:
+            log.info("comfy.output_reused", filename=ref.filename, key=key)
+            return reused, True
+        for attempt in self.client.retrying():
+            with attempt:
+                return self._fetch(ref, key), False
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    def _fetch(self, ref: OutputRef, key: str) -> Stored:
+        with self.client.view(ref.filename, ref.subfolder, ref.comfy_type) as stream:
+            self._check_size(ref, stream.content_length or 0)
+            return self.store.write(
+                key,
+                self._counted(ref, stream.chunks),
+                media_type=media_type(stream.content_type, ref.filename),
+                size_hint=stream.content_length,
+            )
+
+    def _counted(self, ref: OutputRef, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            self._check_size(ref, size)
+            yield chunk
+
+    def _check_size(self, ref: OutputRef, size: int) -> None:
+        if size > self.max_bytes:
+            raise OutputRejectedError(
+                f"output of node {ref.node_id} ({ref.key}) {ref.filename!r} rejected: "
+                f"{size} bytes is over the limit of {self.max_bytes} (COMFYUI_MAX_OUTPUT_BYTES)",
+                node_id=ref.node_id,
+                key=ref.key,
+                filename=ref.filename,
+                size_bytes=size,
+            )
+
+
+def _saved(ref: OutputRef, stored: Stored, reused: bool) -> SavedOutput:
+    return SavedOutput(
+        node_id=ref.node_id,
+        key=ref.key,
+        filename=ref.filename,
+        subfolder=ref.subfolder,
+        comfy_type=ref.comfy_type,
+        path=stored.location,
+        relative_path=stored.key,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        media_type=stored.media_type,
+        reused=reused,
+    )
+
+
+def media_type(header: str | None, filename: str) -> str:
+    """The response's content type, or a guess from the name when it says nothing useful."""
+    declared = (header or "").split(";")[0].strip()
+    if declared not in ("", "application/octet-stream"):
+        return declared
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"

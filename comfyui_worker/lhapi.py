@@ -1,0 +1,95 @@
+"""LittleHorse's API for the commands (register, check, jobs): blocking calls, errors mapped once.
+
+Every gRPC failure becomes one of our errors here, with the address and what to
+check, so ``main.py`` prints one line instead of a gRPC traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from littlehorse import create_task_def, create_workflow_spec
+from littlehorse.config import LHConfig
+from littlehorse.model import TaskDefId
+from littlehorse.workflow import Workflow
+
+from comfyui_worker.errors import LittleHorseError, LittleHorseUnavailableError, NotFoundError
+
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+CALL_TIMEOUT_S = 10.0
+_T = TypeVar("_T")
+
+
+def lh_config() -> LHConfig:
+    """The SDK's own config: the ``LHC_*`` variables pass through unchanged."""
+    return LHConfig()
+
+
+class LittleHorse:
+    """The calls the commands make, each mapped to our errors."""
+
+    def __init__(self, config: LHConfig, address: str, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.config = config
+        self.address = address
+        self.timeout_s = timeout_s
+
+    def call(self, name: str, request: Any) -> Any:
+        """One RPC on the blocking stub, by name, with the call timeout."""
+        return self.mapped(
+            name, lambda: getattr(self.config.stub(), name)(request, timeout=self.timeout_s)
+        )
+
+    def mapped(self, what: str, call: Callable[[], _T]) -> _T:
+        """Run ``call``, turning any gRPC failure into our error."""
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            raise self.error(exc, what) from None
+
+    def error(self, exc: grpc.RpcError, what: str) -> LittleHorseError:
+        """The one mapping of a gRPC status to our errors."""
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        detail = (exc.details() if hasattr(exc, "details") else "") or ""
+        if code in UNREACHABLE:
+            return LittleHorseUnavailableError(
+                f"LittleHorse at {self.address} is unreachable ({code.name}); check "
+                "LHC_API_HOST, LHC_API_PORT and LHC_API_PROTOCOL, and that the server runs",
+                address=self.address,
+                call=what,
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NotFoundError(f"LittleHorse has no such {what}: {detail[:300]}", call=what)
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return LittleHorseError(
+                f"LittleHorse at {self.address} refused {what} ({code.name}); check the "
+                "LHC_* credentials and LHC_TENANT_ID",
+                address=self.address,
+                call=what,
+            )
+        return LittleHorseError(
+            f"LittleHorse refused {what}: {code.name}: {detail[:300]}", call=what, code=code.name
+        )
+
+    def ping(self, task_name: str) -> str:
+        """Prove LittleHorse answers; say whether the TaskDef exists."""
+        try:
+            self.call("GetTaskDef", TaskDefId(name=task_name))
+        except NotFoundError:
+            return f"TaskDef {task_name} not registered yet"
+        return f"TaskDef {task_name} registered"
+
+    def ensure_task_def(self, task_name: str, fn: Callable[..., Any]) -> Any:
+        """The TaskDef, registered from ``fn``'s signature if LittleHorse lacks it."""
+        try:
+            return self.call("GetTaskDef", TaskDefId(name=task_name))
+        except NotFoundError:
+            self.mapped(
+                "PutTaskDef", lambda: create_task_def(fn, task_name, self.config, timeout=30)
+            )
+            return self.call("GetTaskDef", TaskDefId(name=task_name))
+
+    def put_wf_spec(self, workflow: Workflow) -> None:
+        """Register a WfSpec (a new revision if it changed)."""
+        self.mapped("PutWfSpec", lambda: create_workflow_spec(workflow, self.config, timeout=30))

@@ -1,0 +1,102 @@
+"""Queue a prompt on ComfyUI exactly once: inputs, preflight, then POST /prompt.
+
+ComfyUI queues a duplicate prompt id without complaint, so a POST whose answer was lost
+is never blindly resent: whether the request may have been delivered comes from the
+transport layer (``UnreachableError.maybe_delivered``, or a proxy's 504), and such a
+prompt is looked for in the queue and history, with patience for a slow server,
+before any new try.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from comfyui_worker.client import ComfyClient
+from comfyui_worker.errors import ComfyServerError, ComfyUnavailableError, TechnicalError
+from comfyui_worker.events import EventStream
+from comfyui_worker.fencing import Fence
+from comfyui_worker.preflight import ObjectInfoCache
+from comfyui_worker.settings import ComfySettings
+from comfyui_worker.tasks import RunRequest
+from comfyui_worker.transport import Deadline
+
+log = structlog.get_logger("comfyui_worker.submission")
+
+SUBMIT_RETRIED = (ComfyUnavailableError, ComfyServerError)
+
+
+@dataclass
+class Clock:
+    """Wall and monotonic marks for the result's timings."""
+
+    start: float = field(default_factory=time.monotonic)
+    submitted_wall_ms: float = field(default_factory=lambda: time.time() * 1000)
+    submitted: float = 0.0
+    detected: float = 0.0
+    downloaded: float = 0.0
+
+
+class Submitter:
+    """Submits requests to the worker's own ComfyUI."""
+
+    def __init__(self, settings: ComfySettings, client: ComfyClient, events: EventStream) -> None:
+        self.settings = settings
+        self.client = client
+        self.events = events
+        self.object_info = ObjectInfoCache(client.object_info)
+
+    def submit(self, request: RunRequest, clock: Clock, fence: Fence) -> None:
+        """Upload inputs, preflight, record the submission, then POST /prompt exactly once.
+
+        The record (a LittleHorse checkpoint, which fences a stale attempt) is the last
+        step before the POST, so as little as possible happens between the two.
+        """
+        for upload in request.uploads:
+            self.client.upload_image(upload.upload_name, upload.data, upload.content_type)
+        if self.settings.preflight:
+            self.object_info.check(request.graph, [u.upload_name for u in request.uploads])
+        if not self.events.connected:  # let the socket open so the run gets its events
+            self.events.wait_connected(min(2.0, self.settings.http_timeout_s))
+        fence.record(self.settings.advertised_url, request.prompt_id)
+        clock.submitted_wall_ms = time.time() * 1000
+        deadline = Deadline(self.settings.http_deadline_s)
+        for attempt in deadline.retrying(SUBMIT_RETRIED, self.settings.http_retries + 1):
+            with attempt:
+                self._submit_once(request, deadline)
+        clock.submitted = time.monotonic()
+        log.info("comfy.prompt_queued", prompt_id=request.prompt_id)
+
+    def _submit_once(self, request: RunRequest, deadline: Deadline) -> None:
+        try:
+            self.client.submit_once(
+                request.graph, prompt_id=request.prompt_id, client_id=self.events.client_id
+            )
+        except SUBMIT_RETRIED as exc:
+            if not self._was_queued(request.prompt_id, self._patience_s(exc, deadline)):
+                raise
+
+    def _patience_s(self, exc: TechnicalError, deadline: Deadline) -> float:
+        """How long a prompt whose answer went missing might still take to be filed.
+
+        A timeout or a cut connection (or a proxy's 504) may hide a request ComfyUI
+        is still processing; a refused connection or ComfyUI's own 500 does not.
+        """
+        maybe = getattr(exc, "maybe_delivered", False) or exc.details.get("status") == 504
+        return min(self.settings.http_timeout_s, deadline.remaining_s()) if maybe else 0.0
+
+    def _was_queued(self, prompt_id: str, patience_s: float) -> bool:
+        """Whether ComfyUI holds the prompt, giving a slow server ``patience_s`` to file it."""
+        ends = time.monotonic() + patience_s
+        while True:
+            try:
+                if self.client.knows(prompt_id):
+                    log.warning("comfy.submit_answer_lost", prompt_id=prompt_id)
+                    return True
+            except TechnicalError:
+                pass  # still unreachable: keep looking until patience runs out
+            if time.monotonic() >= ends:
+                return False
+            time.sleep(min(0.25, patience_s))

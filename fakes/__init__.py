@@ -1,0 +1,1 @@
+"""Fakes of the servers this worker talks to, over real sockets, for tests, the demo and benchmarks."""

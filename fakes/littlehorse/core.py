@@ -1,0 +1,183 @@
+"""State, lock and timers shared by every part of the fake.
+
+All state lives on one object guarded by one ``threading.Condition``: gRPC
+handlers, the timer thread and test helpers take it, mutate, and ``notify_all``
+so that every ``wait_for`` re-evaluates its probe. Nothing polls.
+
+Durations the server measures (task timeouts, retry backoff) are multiplied by
+``time_scale``, so a test can run a 5 s backoff in 5 ms.
+"""
+
+# grpc and protobuf ship no type hints: calls into them are untyped.
+# mypy: disable-error-code="no-untyped-call"
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import NoReturn, TypeVar
+
+import grpc
+from littlehorse.model import (
+    Checkpoint,
+    PutTaskDefRequest,
+    PutWfSpecRequest,
+    ReportTaskRun,
+    ScheduledTask,
+    TaskDef,
+    WfSpec,
+)
+
+from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord, WfRunRecord
+
+_T = TypeVar("_T")
+
+NOT_FOUND_MESSAGE = "Requested object was not found."
+
+
+def now() -> datetime:
+    """The wall-clock time stamped on records (not scaled)."""
+    return datetime.now(UTC)
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    """End the RPC with ``code``; ``ServicerContext.abort`` raises, this says so to mypy."""
+    context.abort(code, details)
+    raise AssertionError("ServicerContext.abort() returned")  # pragma: no cover
+
+
+class ApiError(Exception):
+    """A gRPC error decided under the lock, raised to the handler that aborts with it."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class FakeCore:
+    """The fake's state; subclasses add the RPCs and the engines."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        advertised_host: str | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = 0
+        self.advertised_host = advertised_host or host
+        #: Multiplies task timeouts and retry backoff delays (0.01 = 100x faster).
+        self.time_scale = time_scale
+        # Metadata.
+        self.task_defs: dict[str, TaskDef] = {}
+        self.wf_specs: dict[str, PutWfSpecRequest] = {}
+        self._task_def_requests: dict[str, PutTaskDefRequest] = {}
+        self._wf_spec_versions: dict[str, list[WfSpec]] = {}
+        # What workers sent and received.
+        self.reports: list[ReportTaskRun] = []
+        self.delivered: dict[tuple[str, int], float] = {}
+        self.checkpoints: dict[tuple[str, str], list[Checkpoint]] = {}
+        self.registered_workers: set[str] = set()
+        self.heartbeats = 0
+        # The PollTask side.
+        self.polls_waiting = 0
+        self.open_streams = 0
+        self.requeued = 0
+        self._drops_pending = 0
+        self._queues: dict[str, collections.deque[ScheduledTask]] = {}
+        self._waiting_by_def: collections.Counter[str] = collections.Counter()
+        self._streams: set[Stream] = set()
+        # Runs.
+        self._task_runs: dict[TaskRunKey, TaskRunRecord] = {}
+        self._wf_runs: dict[str, WfRunRecord] = {}
+        # Concurrency.
+        self._cond = threading.Condition()
+        self._stopped = True
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._timer_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_for(self, probe: Callable[[], _T | None], timeout_s: float, what: str = "") -> _T:
+        """Block until ``probe()`` (called under the fake's lock) is not None/False.
+
+        The probe is re-evaluated whenever the fake's state changes.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                result = probe()
+                if result is not None and result is not False:
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+                self._cond.wait(remaining)
+
+    # ------------------------------------------------------------------ timers
+
+    def _add_timer(self, delay_s: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` under the lock after ``delay_s`` server seconds (scaled).
+
+        Timers survive ``stop()``: like the server's, they fire once it serves again.
+        Caller holds the lock.
+        """
+        due = time.monotonic() + max(0.0, delay_s) * self.time_scale
+        heapq.heappush(self._timers, (due, next(self._timer_seq), callback))
+        self._cond.notify_all()
+
+    def _start_timers(self) -> None:
+        self._timer_thread = threading.Thread(
+            target=self._run_timers, name="fake-lh-timers", daemon=True
+        )
+        self._timer_thread.start()
+
+    def _stop_timers(self) -> None:
+        thread, self._timer_thread = self._timer_thread, None
+        if thread is not None:
+            thread.join(10)
+
+    def _run_timers(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if self._timers and self._timers[0][0] <= time.monotonic():
+                    _, _, callback = heapq.heappop(self._timers)
+                    try:
+                        callback()
+                    except Exception:  # a bug in the fake must not stop its clock
+                        traceback.print_exc()
+                    self._cond.notify_all()
+                    continue
+                timeout = self._timers[0][0] - time.monotonic() if self._timers else None
+                self._cond.wait(timeout)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _task_run_changed(self, record: TaskRunRecord) -> None:
+        """Called (under the lock) after a TaskRun moved; the WfRun engine overrides it."""
+
+    def _task_def(self, name: str) -> TaskDef | None:
+        return self.task_defs.get(name)
+
+    def _find_wf_spec(
+        self, name: str, major_version: int | None, revision: int | None
+    ) -> WfSpec | None:
+        """That revision, or the latest when ``revision`` is None (caller holds the lock).
+
+        The fake only makes major version 0.
+        """
+        versions = self._wf_spec_versions.get(name, [])
+        if not versions or major_version not in (None, 0):
+            return None
+        if revision is None:
+            return versions[-1]
+        return versions[revision] if 0 <= revision < len(versions) else None
