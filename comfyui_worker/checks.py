@@ -14,7 +14,7 @@ from typing import TextIO
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.errors import ComfyWorkerError, ExitCode
 from comfyui_worker.settings import ComfySettings, WorkerSettings
-from comfyui_worker.store import LocalStore
+from comfyui_worker.storage import open_store
 from comfyui_worker.templates import TemplateSet, load_templates
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -60,8 +60,8 @@ def _comfy(comfy: ComfySettings) -> str:
 
 
 def _output(comfy: ComfySettings) -> str:
-    where = LocalStore(comfy.output_dir, fsync=False).check_writable()
-    return f"output directory {where} is writable"
+    where = open_store(comfy).check_writable()
+    return f"outputs: {where} is writable"
 
 
 def _littlehorse(worker: WorkerSettings) -> str:

@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """``main.py run``: one workflow, progress on stderr, result JSON on stdout."""
     comfy = load_comfy()
     if args.output_dir is not None:
-        comfy = comfy.model_copy(update={"output_dir": args.output_dir})
+        comfy = comfy.model_copy(update={"output_dir": args.output_dir, "output_url": None})
     preparer = TaskPreparer(comfy)
     prompt_id = str(uuid.uuid4())
     request = preparer.request(

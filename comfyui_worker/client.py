@@ -68,6 +68,7 @@ class ComfyClient:
     ) -> None:
         self.settings = settings
         self.base_url = settings.base_url_str
+        self.jobs_api = False  # learned by server_info(): then status and cancel use /api/jobs
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=settings.request_headers(),
@@ -121,10 +122,24 @@ class ComfyClient:
     def knows(self, prompt_id: str) -> bool:
         """Whether ComfyUI holds the prompt: queued, running or in its history.
 
-        The queue is read first: a prompt can finish between the two reads, never the
-        other way round.
+        One jobs-API call where the server has it; else the queue is read first: a
+        prompt can finish between the two reads, never the other way round.
         """
+        if self.jobs_api:
+            return self.job_status(prompt_id) is not None
         return prompt_id in self.queue() or self.history(prompt_id) is not None
+
+    def job_status(self, prompt_id: str) -> str | None:
+        """GET /api/jobs/{id}: pending, in_progress, completed, failed, cancelled; None: unknown."""
+        deadline = Deadline(self.settings.http_deadline_s)
+        for attempt in deadline.retrying(RETRIED, self.settings.http_retries + 1):
+            with attempt:
+                timeout = deadline.try_timeout(self.settings.http_timeout_s)
+                response = self._send_once("GET", f"/api/jobs/{prompt_id}", timeout=timeout)
+                if response.status_code == 404:
+                    return None
+                return str(self._json(self._checked(response)).get("status", "unknown"))
+        raise AssertionError("unreachable: stamina re-raises the last error")
 
     def interrupt(self, prompt_id: str) -> None:
         """POST /interrupt for this prompt only (a no-op unless it is running)."""
@@ -156,7 +171,8 @@ class ComfyClient:
         """ComfyUI's version, and whether it serves the jobs API (learned, not assumed)."""
         system = self.system_stats().get("system", {})
         version = str(system.get("comfyui_version", "unknown"))
-        return ServerInfo(version=version, jobs_api=self._has_jobs_api())
+        self.jobs_api = self._has_jobs_api()
+        return ServerInfo(version=version, jobs_api=self.jobs_api)
 
     def _has_jobs_api(self) -> bool:
         """Probe ``GET /api/jobs/{unknown id}``: the route answers JSON, an old server 404s."""

@@ -108,6 +108,7 @@ def _saved(ref: OutputRef, stored: Stored, reused: bool) -> SavedOutput:
         sha256=stored.sha256,
         media_type=stored.media_type,
         reused=reused,
+        url=stored.url,
     )
 
 

@@ -25,7 +25,8 @@ from comfyui_worker.fencing import Fence, NoFence
 from comfyui_worker.outputs import MANIFEST, collect
 from comfyui_worker.result import ComfyInfo, RunResult, Timings
 from comfyui_worker.settings import ComfySettings
-from comfyui_worker.store import LocalStore, OutputStore, RunStore
+from comfyui_worker.storage import open_store
+from comfyui_worker.store import OutputStore, RunStore
 from comfyui_worker.submission import Clock, Submitter
 from comfyui_worker.tasks import RunRequest
 from comfyui_worker.waiting import Finished, StopCheck, Waiter, WaitPolicy, cancel
@@ -48,7 +49,7 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.client = client or ComfyClient(settings)
-        self.store: OutputStore = store or LocalStore(settings.output_dir, fsync=settings.fsync)
+        self.store: OutputStore = store or open_store(settings)
         self.events = EventStream(settings).start()
         self.events.on_reconnect = self._on_reconnect
         self.local = Server(self.client, self.events, UNKNOWN_SERVER, settings.base_url_str)
@@ -145,7 +146,7 @@ class Runner:
             return None
         server, prompt_id = current
         try:
-            return cancel(server.client, prompt_id, jobs_api=server.info.jobs_api)
+            return cancel(server.client, prompt_id)
         except TechnicalError as exc:
             return f"not cancelled ({exc.name})"
 
@@ -198,7 +199,6 @@ class Runner:
             poll_interval_s=self.settings.poll_interval_s,
             abort=self._abort,
             stop=stop,
-            jobs_api=server.info.jobs_api,
         )
         try:
             return Waiter(server.client, watch, policy).run()

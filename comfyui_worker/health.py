@@ -27,7 +27,7 @@ log = structlog.get_logger("comfyui_worker.health")
 
 Probe = Callable[[], str | None]  # None when up, else a short reason
 CACHE_S = 2.0
-GATE_RECHECK_S = 1.0
+GATE_RECHECK_S = 0.25
 
 
 class CachedProbe:
@@ -122,7 +122,7 @@ class HealthServer:
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="health-http", daemon=True
+            target=self._server.serve_forever, args=(0.1,), name="health-http", daemon=True
         )
 
     @property

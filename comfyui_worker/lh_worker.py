@@ -31,11 +31,13 @@ from comfyui_worker.errors import (
 )
 from comfyui_worker.execution import Runner
 from comfyui_worker.fencing import Fence
+from comfyui_worker.lhapi import LittleHorse
 from comfyui_worker.metrics import Metrics
 from comfyui_worker.result import MAX_RESULT_BYTES, RunResult
 from comfyui_worker.sdk import CheckpointFence, Key, Ledger
 from comfyui_worker.store import OutputStore
 from comfyui_worker.tasks import Identity, TaskPreparer
+from comfyui_worker.waiting import StopCheck
 
 log = structlog.get_logger("comfyui_worker.lh_worker")
 
@@ -86,11 +88,13 @@ class TaskHandler:
         ledger: Ledger,
         metrics: Metrics | None = None,
         worker_id: str = "",
+        littlehorse: LittleHorse | None = None,
     ) -> None:
         self.runner = runner
         self.preparer = preparer
         self.ledger = ledger
         self.worker_id = worker_id
+        self.littlehorse = littlehorse
         self.metrics = metrics
         self.draining = False
         self._one_at_a_time = threading.Lock()
@@ -117,7 +121,8 @@ class TaskHandler:
         try:
             self._refuse(key)
             fence = await CheckpointFence.open(ctx, self.ledger, key, self.worker_id)
-            result = await asyncio.to_thread(self._run, workflow, identity, trail, fence)
+            stop = _Cancellation(self.littlehorse, key[0]) if self.littlehorse else None
+            result = await asyncio.to_thread(self._run, workflow, identity, trail, fence, stop)
         except Exception as exc:  # every failure leaves through the one mapping below
             raise self._reported(exc, trail) from None
         finally:
@@ -137,14 +142,19 @@ class TaskHandler:
             raise InvalidWorkflowError(bad_input, field="workflow")
 
     def _run(
-        self, workflow: dict[str, Any], identity: Identity, trail: Trail, fence: Fence
+        self,
+        workflow: dict[str, Any],
+        identity: Identity,
+        trail: Trail,
+        fence: Fence,
+        stop: StopCheck | None,
     ) -> RunResult:
         with self._one_at_a_time:
-            self.store.check_writable()
+            self.store.check_before_task()
             request = self.preparer.request(workflow, identity)
             log.info("task.started", template=request.template)
             try:
-                result = self.runner.run(request, trail=trail, fence=fence)
+                result = self.runner.run(request, trail=trail, fence=fence, stop=stop)
             except ExecutionInterruptedError:
                 if self.runner.aborted:  # we interrupted it ourselves while shutting down
                     raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
@@ -164,6 +174,30 @@ class TaskHandler:
         log.warning("task.technical_failure", error=error.name, message=error.message)
         trail(f"failed (will be retried): {error.name}: {error.message}")
         return error.with_traceback(None)
+
+
+class _Cancellation:
+    """The waiter's stop check: was the task's WfRun stopped (its job cancelled)."""
+
+    def __init__(self, littlehorse: LittleHorse, wf_run_id: str) -> None:
+        self.littlehorse = littlehorse
+        self.wf_run_id = wf_run_id
+        self.gone = False
+
+    def __call__(self) -> ComfyWorkerError | None:
+        if self.gone:
+            return None
+        stopped = self.littlehorse.stopped(self.wf_run_id)
+        if stopped is None:
+            self.gone = True  # a task without a WfRun: nothing to cancel it
+        if not stopped:
+            return None
+        return ExecutionInterruptedError(
+            f"the job was cancelled: WfRun {self.wf_run_id} was stopped, so its prompt was "
+            "cancelled in ComfyUI",
+            wf_run_id=self.wf_run_id,
+            cancelled=True,
+        )
 
 
 def _internal(exc: Exception) -> InternalError:

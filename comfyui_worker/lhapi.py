@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from littlehorse import create_task_def, create_workflow_spec
 from littlehorse.config import LHConfig
-from littlehorse.model import TaskDefId
+from littlehorse.model import LHStatus, TaskDefId, WfRunId
 from littlehorse.workflow import Workflow
 
 from comfyui_worker.errors import LittleHorseError, LittleHorseUnavailableError, NotFoundError
@@ -89,6 +89,21 @@ class LittleHorse:
                 "PutTaskDef", lambda: create_task_def(fn, task_name, self.config, timeout=30)
             )
             return self.call("GetTaskDef", TaskDefId(name=task_name))
+
+    def stopped(self, wf_run_id: str) -> bool | None:
+        """Whether someone stopped the WfRun (its threads halting); None if unknown.
+
+        StopWfRun leaves the WfRun RUNNING while its task runs: the entrypoint thread is
+        HALTING until the task reports, so the threads are what tell.
+        """
+        try:
+            wf_run = self.call("GetWfRun", WfRunId(id=wf_run_id))
+        except NotFoundError:
+            return None
+        except LittleHorseError:
+            return False  # cannot tell now; ask again at the next tick
+        halting = (LHStatus.HALTING, LHStatus.HALTED)
+        return wf_run.status in halting or any(t.status in halting for t in wf_run.thread_runs)
 
     def put_wf_spec(self, workflow: Workflow) -> None:
         """Register a WfSpec (a new revision if it changed)."""

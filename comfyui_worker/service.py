@@ -49,9 +49,17 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     set_slots(config, SLOTS)
     metrics = Metrics()
     metrics.track_running(ledger.running_age_s)
-    handler = TaskHandler(runner, TaskPreparer(comfy), ledger, metrics, config.task_worker_id)
-    fn = task_function(handler.execute)
     lh = LittleHorse(config, settings.lh_address)
+    cancellation = LittleHorse(config, settings.lh_address, timeout_s=2.0)  # asked every tick
+    handler = TaskHandler(
+        runner,
+        TaskPreparer(comfy),
+        ledger,
+        metrics,
+        config.task_worker_id,
+        littlehorse=cancellation,
+    )
+    fn = task_function(handler.execute)
     supervisor = Supervisor(
         LHTaskWorker(fn, settings.task_name, config),
         config,

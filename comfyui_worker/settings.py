@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfyui_worker.errors import ConfigError
@@ -44,7 +51,14 @@ class ComfySettings(DeadlineSettings):
     """How to reach ComfyUI, how long to wait, and where outputs go."""
 
     base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
-    output_dir: Path = Field(alias="COMFYUI_OUTPUT_DIR")
+    output_dir: Path | None = Field(None, alias="COMFYUI_OUTPUT_DIR")
+    output_url: str | None = Field(None, alias="WORKER_OUTPUT_URL")
+    presign_ttl_s: float | None = Field(None, gt=0, alias="WORKER_OUTPUT_PRESIGN_TTL_SEC")
+    aws_access_key_id: SecretStr | None = Field(None, alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(None, alias="AWS_SECRET_ACCESS_KEY")
+    aws_session_token: SecretStr | None = Field(None, alias="AWS_SESSION_TOKEN")
+    aws_region: str | None = Field(None, alias="AWS_REGION")
+    aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
     poll_interval_s: float = Field(2.0, gt=0, le=300, alias="COMFYUI_POLL_INTERVAL_SEC")
     http_timeout_s: float = Field(30.0, gt=0, alias="COMFYUI_HTTP_TIMEOUT_SEC")
     http_deadline_s: float = Field(60.0, gt=0, alias="COMFYUI_HTTP_DEADLINE_SEC")
@@ -66,6 +80,36 @@ class ComfySettings(DeadlineSettings):
     max_input_image_bytes: int = Field(50 * MIB, gt=0, alias="COMFYUI_MAX_INPUT_IMAGE_BYTES")
     free_memory_every: int = Field(0, ge=0, alias="COMFYUI_FREE_MEMORY_EVERY")
     advertised: AnyHttpUrl | None = Field(None, alias="COMFYUI_ADVERTISED_URL")
+
+    @model_validator(mode="after")
+    def _somewhere_for_outputs(self) -> ComfySettings:
+        """Outputs need a home: a directory, or an object store URL."""
+        if self.output_dir is None and not self.output_url:
+            raise ValueError(
+                "COMFYUI_OUTPUT_DIR: is required but not set (or set WORKER_OUTPUT_URL to "
+                "a directory or s3://bucket/prefix)"
+            )
+        return self
+
+    @property
+    def output_location(self) -> str:
+        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR."""
+        return self.output_url or str(self.output_dir)
+
+    def store_config(self) -> dict[str, str]:
+        """The object store's credentials and endpoint (the only place secrets are revealed)."""
+        values = {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": self.aws_session_token,
+            "AWS_REGION": self.aws_region,
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+        }
+        return {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in values.items()
+            if value is not None
+        }
 
     @field_validator("http_headers", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ class Stored:
     size_bytes: int
     sha256: str
     media_type: str
+    url: str | None = None  # a presigned https GET URL (object stores, when configured)
 
 
 class RunStore(Protocol):
@@ -80,6 +81,10 @@ class OutputStore(Protocol):
         """Prove a file can be written; return a description of the location."""
         ...
 
+    def check_before_task(self) -> None:
+        """A cheap check run before each task's GPU work (readiness probes the rest)."""
+        ...
+
 
 @contextlib.contextmanager
 def disk_errors(path: Path, action: str) -> Iterator[None]:
@@ -114,6 +119,10 @@ class LocalStore:
             os.close(fd)
             os.unlink(probe)
         return str(self.root.resolve())
+
+    def check_before_task(self) -> None:
+        """Local disks fill up and get remounted: prove it is writable right now (~100 µs)."""
+        self.check_writable()
 
 
 class LocalRunStore:

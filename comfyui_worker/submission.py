@@ -47,6 +47,7 @@ class Submitter:
         self.client = client
         self.events = events
         self.object_info = ObjectInfoCache(client.object_info)
+        self._socket_waited = False
 
     def submit(self, request: RunRequest, clock: Clock, fence: Fence) -> None:
         """Upload inputs, preflight, record the submission, then POST /prompt exactly once.
@@ -58,7 +59,8 @@ class Submitter:
             self.client.upload_image(upload.upload_name, upload.data, upload.content_type)
         if self.settings.preflight:
             self.object_info.check(request.graph, [u.upload_name for u in request.uploads])
-        if not self.events.connected:  # let the socket open so the run gets its events
+        if not self._socket_waited:  # once, at start: let the socket open so events reach us
+            self._socket_waited = True
             self.events.wait_connected(min(2.0, self.settings.http_timeout_s))
         fence.record(self.settings.advertised_url, request.prompt_id)
         clock.submitted_wall_ms = time.time() * 1000

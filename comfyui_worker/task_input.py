@@ -8,9 +8,10 @@ names the field.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comfyui_worker import jsonsafe
 from comfyui_worker.bounds import capped
@@ -18,7 +19,9 @@ from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.graph import UI_FORMAT_HINT, is_ui_format
 from comfyui_worker.suggest import did_you_mean, quote_list
 
-ENVELOPE_KEYS = ("workflow", "template", "params", "overrides", "images")
+ENVELOPE_KEYS = ("workflow", "template", "params", "overrides", "images", "output")
+NESTED_KEYS = {"images": ("name", "base64", "path", "url"), "output": ("prefix",)}
+PREFIX_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ImageInput(BaseModel):
@@ -61,6 +64,33 @@ class ImageInput(BaseModel):
     def source(self) -> str:
         """Which kind of source this image has: base64, path or url."""
         return "base64" if self.base64 is not None else "path" if self.path is not None else "url"
+
+
+class OutputOptions(BaseModel):
+    """Where this task's files go, within the worker's output location."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A relative path the task's run folder goes under, e.g. "
+        '"conversations/c42/images": files land in <prefix>/<wf_run_id>/<task_guid>/. '
+        "Segments of letters, digits, '.', '_' and '-'; no absolute paths, no '..'.",
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str) -> str:
+        """Only plain relative segments, so a prefix can never leave the output location."""
+        parts = value.split("/")
+        bad = [part for part in parts if not PREFIX_PART.fullmatch(part) or part in (".", "..")]
+        if value.startswith("/") or bad:
+            raise ValueError(
+                f"{value[:80]!r} must be a relative path of plain segments "
+                "(letters, digits, '.', '_', '-'; no leading '/', no '..')"
+            )
+        return value
 
 
 class TaskInput(BaseModel):
@@ -108,6 +138,9 @@ class TaskInput(BaseModel):
         description='Input values to set, keyed "node_id.input_name", e.g. {"3.seed": 42}; '
         "applied after params.",
     )
+    output: OutputOptions | None = Field(
+        default=None, description="Where the task's files go (see OutputOptions)."
+    )
     images: list[ImageInput] = Field(
         default_factory=list, description="Input images uploaded to ComfyUI before the run."
     )
@@ -151,7 +184,7 @@ def _describe(item: Any) -> str:
     loc = tuple(item["loc"])
     if item["type"] == "extra_forbidden":
         parent, key = loc[:-1], str(loc[-1])
-        allowed = ENVELOPE_KEYS if not parent else ("name", "base64", "path", "url")
+        allowed = ENVELOPE_KEYS if not parent else NESTED_KEYS.get(str(parent[0]), ())
         where = f" in {_field_path(parent)}" if parent else ""
         return (
             f"unknown key '{key}'{where}{did_you_mean(key, allowed)}; "

@@ -94,10 +94,11 @@ class TaskPreparer:
             fetcher=self.fetcher,
         )
         bind_images(rendered.graph, images)
+        prefix = task.output.prefix if task.output is not None else None
         return RunRequest(
             graph=rendered.graph,
             prompt_id=identity.prompt_id,
-            run_key=identity.run_key,
+            run_key=f"{prefix}/{identity.run_key}" if prefix else identity.run_key,
             earlier_prompt_ids=identity.earlier_prompt_ids,
             uploads=images,
             params=rendered.params,

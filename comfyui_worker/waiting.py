@@ -59,7 +59,6 @@ class WaitPolicy:
     poll_interval_s: float
     abort: threading.Event
     stop: StopCheck | None = None
-    jobs_api: bool = False
 
 
 class Waiter:
@@ -151,21 +150,19 @@ class Waiter:
     def cancel(self) -> str:
         """Free the GPU; never raises (ComfyUI may be the reason we are cancelling)."""
         try:
-            return cancel(self.client, self.prompt_id, jobs_api=self.policy.jobs_api)
+            return cancel(self.client, self.prompt_id)
         except TechnicalError as exc:
             log.warning("comfy.cancel_failed", error=exc.name, message=exc.message)
             return f"not cancelled ({exc.name}: ComfyUI may still run it)"
 
 
-def cancel(client: ComfyClient, prompt_id: str, *, jobs_api: bool = False) -> str:
+def cancel(client: ComfyClient, prompt_id: str) -> str:
     """Free the GPU: delete the prompt if pending, interrupt it if running."""
+    if client.jobs_api:
+        return _cancel_job(client, prompt_id)
     queue = client.queue()
     if prompt_id not in queue:
         return "no longer queued"
-    if jobs_api:  # one atomic call on servers that have it
-        client.cancel_job(prompt_id)
-        log.info("comfy.prompt_cancelled", prompt_id=prompt_id)
-        return "interrupted" if prompt_id in queue.running else "deleted from the queue"
     if prompt_id in queue.pending:
         client.delete_pending([prompt_id])
         queue = client.queue()  # it may have started in between
@@ -175,6 +172,16 @@ def cancel(client: ComfyClient, prompt_id: str, *, jobs_api: bool = False) -> st
     client.interrupt(prompt_id)
     log.info("comfy.prompt_interrupted", prompt_id=prompt_id)
     return "interrupted"
+
+
+def _cancel_job(client: ComfyClient, prompt_id: str) -> str:
+    """The jobs API: one atomic call interrupts a running job or dequeues a pending one."""
+    status = client.job_status(prompt_id)
+    if status not in ("pending", "in_progress"):
+        return "no longer queued"
+    client.cancel_job(prompt_id)
+    log.info("comfy.prompt_cancelled", prompt_id=prompt_id, was=status)
+    return "interrupted" if status == "in_progress" else "deleted from the queue"
 
 
 def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:

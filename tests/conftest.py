@@ -1,4 +1,4 @@
-"""Shared fixtures: settings builders and instant retries (stamina's test mode)."""
+"""Shared fixtures: settings builders, instant retries (stamina's test mode), SeaweedFS."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from comfyui_worker.settings import ComfySettings, load_comfy
 from comfyui_worker.tasks import Identity, RunRequest, TaskPreparer
 from comfyui_worker.templates import TemplateSet
 from fakes.comfyui import FakeComfyUI
+
+pytest_plugins = ["tests.seaweed"]  # the session-wide SeaweedFS fixture `seaweed`
 
 
 @pytest.fixture(autouse=True)

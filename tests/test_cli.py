@@ -8,10 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
+
+# `main.py` as a subprocess, a fresh interpreter each time.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -207,8 +207,8 @@ def stage_names() -> set[str]:
 
 
 def test_compose_has_the_services():
-    """littlehorse, comfyui, the one-shot register and the worker are all defined."""
-    assert {"littlehorse", "comfyui", "register", "worker"} <= set(services())
+    """littlehorse, comfyui, the S3 store, the one-shot register and the worker are defined."""
+    assert {"littlehorse", "comfyui", "seaweedfs", "register", "worker"} <= set(services())
 
 
 def test_every_image_is_pinned():
@@ -273,7 +273,7 @@ def test_worker_env_names_real_settings(name: str):
     for var in env_of(services()[name]):
         if var in SDK_VARS:
             continue
-        assert var.startswith(("COMFYUI_", "WORKER_", "LHW_")), f"{name}: unexpected {var}"
+        assert var.startswith(("COMFYUI_", "WORKER_", "LHW_", "AWS_")), f"{name}: unexpected {var}"
         assert var in aliases, f"{name}: {var} is not a setting (typo?)"
 
 
@@ -293,20 +293,17 @@ def test_register_and_worker_agree_on_the_task():
     assert services()["worker"].get("image") == services()["register"].get("image")
 
 
-def test_output_volume_is_mounted_at_output_dir():
-    """The worker's COMFYUI_OUTPUT_DIR is a named volume declared at the top level."""
-    worker = services()["worker"]
-    output_dir = env_of(worker)["COMFYUI_OUTPUT_DIR"]
-    mounts = {}
-    for volume in worker.get("volumes", []):
-        if isinstance(volume, dict):
-            mounts[volume["target"]] = volume["source"]
-        else:
-            source, target = str(volume).split(":")[:2]
-            mounts[target] = source
-    assert output_dir in mounts, f"nothing mounted at {output_dir}"
-    assert mounts[output_dir] in (load_compose().get("volumes") or {})
-    assert dockerfile_env().get("COMFYUI_OUTPUT_DIR") == output_dir
+def test_outputs_go_to_the_compose_object_store():
+    """The worker writes to the seaweedfs service's bucket, with its admin credentials."""
+    all_services = services()
+    env = env_of(all_services["worker"])
+    store = env_of(all_services["seaweedfs"])
+    assert env["WORKER_OUTPUT_URL"].startswith("s3://comfy-outputs/")
+    assert "-bucket=comfy-outputs" in as_argv(all_services["seaweedfs"]["command"])
+    assert urlsplit(env["AWS_ENDPOINT_URL"]).hostname == "seaweedfs"
+    assert urlsplit(env["AWS_ENDPOINT_URL"]).port in container_ports(all_services["seaweedfs"])
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[var] == store[var], var
 
 
 def test_comfyui_volumes_are_declared():
@@ -321,7 +318,12 @@ def test_comfyui_volumes_are_declared():
 
 @pytest.mark.parametrize(
     ("name", "port", "path"),
-    [("littlehorse", 1822, "/readiness"), ("comfyui", 8188, "/system_stats"), ("worker", 0, "")],
+    [
+        ("littlehorse", 1822, "/readiness"),
+        ("comfyui", 8188, "/system_stats"),
+        ("seaweedfs", 9333, "/cluster/status"),
+        ("worker", 0, ""),
+    ],
 )
 def test_healthchecks(name: str, port: int, path: str):
     """littlehorse, comfyui and worker have health checks on the right endpoints."""
@@ -339,6 +341,7 @@ def test_start_up_order():
     assert all_services["worker"]["depends_on"] == {
         "littlehorse": {"condition": "service_healthy"},
         "comfyui": {"condition": "service_healthy"},
+        "seaweedfs": {"condition": "service_healthy"},
         "register": {"condition": "service_completed_successfully"},
     }
     register_deps = all_services["register"]["depends_on"]

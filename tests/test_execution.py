@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from comfyui_worker.errors import (
@@ -90,7 +91,7 @@ def test_smoke_run_saves_outputs_and_returns_the_result(
     assert comfy.submitted == [prompt_id] and result.prompt_id == prompt_id
     [out] = result.outputs
     assert out.node_id == "3" and out.key == "images" and out.comfy_type == "output"
-    assert out.path == str(settings.output_dir / "runs/one" / out.subfolder / out.filename)
+    assert out.path == str(Path(settings.output_location) / "runs/one" / out.subfolder / out.filename)
     assert out.size_bytes == Path(out.path).stat().st_size and out.sha256 == sha(out.path)
     assert out.media_type == "image/png"
     assert set(result.timings_ms.model_dump()) == {
@@ -182,6 +183,7 @@ def test_polling_fallback_when_websocket_is_refused(comfy: FakeComfyUI, settings
     """With /ws refused, polling every COMFYUI_POLL_INTERVAL_SEC still finds completion."""
     comfy.websocket_enabled = False
     comfy.execution_time_s = 0.3
+    settings = settings.model_copy(update={"http_timeout_s": 0.5})  # the start-up socket wait
     with Runner(settings) as r:
         result = r.run(request(smoke(color=3)))
         assert not r.events.connected
@@ -272,17 +274,15 @@ def test_out_of_memory_is_retryable(runner: Runner, comfy: FakeComfyUI):
 
 def test_external_interrupt_is_its_own_error(runner: Runner, comfy: FakeComfyUI):
     """Someone pressing interrupt in ComfyUI gives execution-interrupted."""
-    comfy.execution_time_s = 5
+    comfy.execution_time_s = 1.5  # 0.5 s per node: the interrupt lands at the next one
     prompt_id = str(uuid.uuid4())
 
-    def interrupt() -> None:
-        import httpx
+    def interrupt_once_started(kind: str, data: dict[str, Any]) -> None:
+        if kind == "execution_start":
+            httpx.post(f"{comfy.base_url}/interrupt", json={"prompt_id": prompt_id})
 
-        httpx.post(f"{comfy.base_url}/interrupt", json={"prompt_id": prompt_id})
-
-    threading.Timer(0.3, interrupt).start()
     with pytest.raises(ExecutionInterruptedError):
-        runner.run(request(smoke(color=12), prompt_id=prompt_id))
+        runner.run(request(smoke(color=12), prompt_id=prompt_id), on_event=interrupt_once_started)
 
 
 def test_comfy_400_lists_failing_nodes(comfy: FakeComfyUI, tmp_path: Path):
@@ -424,8 +424,8 @@ def test_a_hung_call_fails_at_the_overall_deadline(comfy: FakeComfyUI, tmp_path:
     settings = make_settings(
         comfy.base_url,
         tmp_path,
-        COMFYUI_HTTP_TIMEOUT_SEC="1",
-        COMFYUI_HTTP_DEADLINE_SEC="1.5",
+        COMFYUI_HTTP_TIMEOUT_SEC="0.4",
+        COMFYUI_HTTP_DEADLINE_SEC="0.6",
         COMFYUI_HTTP_RETRIES="10",
     )
     with ComfyClient(settings) as client, pytest.raises(ComfyUnavailableError):
@@ -444,7 +444,7 @@ def test_a_failing_system_stats_never_fails_a_task(runner: Runner, comfy: FakeCo
 
 def test_a_5xx_burst_while_the_prompt_runs_is_ridden_out(runner: Runner, comfy: FakeComfyUI):
     """/history and /queue answering 503 for a while do not fail a healthy generation."""
-    comfy.execution_time_s = 1.5
+    comfy.execution_time_s = 0.6
     runner.run(request(smoke(color=31)))  # socket connected, server facts learned
 
     armed_at: list[int] = []
@@ -492,11 +492,13 @@ def new_comfy(tmp_path: Path):
 
 def test_the_newest_comfyui_runs_the_same_tasks(new_comfy: FakeComfyUI, tmp_path: Path):
     """Against a 0.38 server the worker learns the jobs API and a run succeeds."""
+    new_comfy.execution_time_s = 0.5  # long enough that the waiter checks liveness once
     settings = make_settings(new_comfy.base_url, tmp_path / "out")
     with Runner(settings) as r:
         result = r.run(request(smoke(color=37)))
         assert r.server.jobs_api and r.server.version == "0.38.0"
     assert result.status == "success" and new_comfy.executed == [result.prompt_id]
+    assert ("GET", f"/api/jobs/{result.prompt_id}") in new_comfy.requests  # liveness, one call
 
 
 def test_the_newest_comfyui_is_cancelled_through_the_jobs_api(

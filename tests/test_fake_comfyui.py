@@ -450,7 +450,7 @@ def test_interrupt_takes_effect_at_the_next_node_like_the_capture(comfy):
     """A targeted interrupt during a node stops the prompt at the next node boundary."""
     captured = load_fixture("ws_interrupted.jsonl")
     start = next(i for i, m in enumerate(captured) if m["type"] == "execution_start")
-    comfy.execution_time_s = 3  # 1 s per node: the interrupt lands while node 2 works
+    comfy.execution_time_s = 1.5  # 0.5 s per node: the interrupt lands while node 2 works
     graph = chain_graph(
         {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 5.0}}
     )

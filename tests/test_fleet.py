@@ -21,9 +21,12 @@ from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
 from tests.conftest import wait_until
 from tests.graphs import smoke
+from tests.seaweed import SeaweedS3
 from tests.test_lh_worker import TASK, WorkerProcess
+from tests.test_storage import objects, s3_env
 
-pytestmark = pytest.mark.usefixtures("lh")
+# Worker subprocesses against two ComfyUIs: end to end, seconds each.
+pytestmark = [pytest.mark.usefixtures("lh"), pytest.mark.slow]
 
 
 @pytest.fixture
@@ -77,17 +80,19 @@ def test_a_retry_on_another_worker_adopts_the_prompt_on_the_first_comfyui(
     comfy_b: FakeComfyUI,
     workers: list[WorkerProcess],
     tmp_path: Path,
+    seaweed: SeaweedS3,
 ):
     """Worker A dies mid-execution; attempt 1 lands on B, which waits on A's ComfyUI: one run."""
     out = tmp_path / "out"
+    store = s3_env(seaweed, f"fleet-{uuid.uuid4().hex[:8]}")
     comfy.execution_time_s = 3
-    worker_a = start(workers, worker_env(lh, comfy, out), tmp_path)
+    worker_a = start(workers, worker_env(lh, comfy, out, **store), tmp_path)
     lh.wait_polling()
     guid = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(40)], wf_run_id="wf-fleet", task_guid=guid)
     wait_until(lambda: comfy.submitted)
     worker_a.stop(signal.SIGKILL)  # its ComfyUI keeps generating
-    start(workers, worker_env(lh, comfy_b, out), tmp_path)
+    start(workers, worker_env(lh, comfy_b, out, **store), tmp_path)
     lh.wait_polling()
     lh.schedule(TASK, [smoke(40)], wf_run_id="wf-fleet", task_guid=guid, attempt_number=1)
     report = lh.wait_report(guid, 1, timeout_s=60)
@@ -97,7 +102,9 @@ def test_a_retry_on_another_worker_adopts_the_prompt_on_the_first_comfyui(
     assert result["comfyui"]["base_url"] == comfy.base_url
     assert comfy.executed == [result["prompt_id"]] and comfy_b.submitted == []
     [output] = result["outputs"]
-    assert Path(output["path"]).is_file() and Path(result["manifest"]).is_file()
+    stored = objects(seaweed, result["output_dir"].removeprefix(f"s3://{seaweed.bucket}/"))
+    keys = {f"s3://{seaweed.bucket}/{key}" for key in stored}
+    assert {output["path"], result["manifest"]} <= keys  # complete in the store
 
 
 def test_a_retry_submits_here_when_the_first_comfyui_is_gone(

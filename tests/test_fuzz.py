@@ -108,7 +108,7 @@ def bounded(error: ComfyWorkerError) -> bool:
     )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(task=task_inputs)
 def test_any_task_input_fails_only_with_our_bounded_errors(preparer: Any, task: Any):
     """parse, render, validate, bind and preflight raise nothing but our own, bounded errors."""
@@ -120,7 +120,7 @@ def test_any_task_input_fails_only_with_our_bounded_errors(preparer: Any, task: 
         json.dumps(error.content(), allow_nan=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(outputs=st.one_of(values, st.dictionaries(texts, values, max_size=4)))
 def test_any_history_outputs_collect_without_surprises(outputs: Any):
     """Whatever a (custom) node reports, collecting and planning raise only our errors."""

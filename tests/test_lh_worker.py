@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from littlehorse import to_variable_value
 from littlehorse.model import ReportTaskRun, TaskStatus
 
 from comfyui_worker.lh_worker import prompt_id_for
@@ -20,6 +21,9 @@ from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
 from tests.conftest import wait_until
 from tests.graphs import smoke
+
+# The real `main.py worker` subprocess: end to end, seconds each.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "execute-comfyui-workflow"
@@ -507,3 +511,42 @@ def test_prompt_ids_are_canonical_lowercase_uuids():
         assert prompt_id == str(uuid_module.UUID(prompt_id)) == prompt_id.lower()
 
     check()
+
+
+def test_stopping_the_wfrun_cancels_the_prompt(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, worker_env: dict[str, str]
+):
+    """StopWfRun (a cancelled job): the worker interrupts the prompt; the task is execution-interrupted."""
+    from littlehorse.model import RunWfRequest, StopWfRunRequest, WfRunId
+
+    done = subprocess.run(
+        [sys.executable, "main.py", "register"], cwd=ROOT, env=worker_env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    comfy.execution_time_s = 6  # 2 s per node: the interrupt lands at the next node boundary
+    spawn()
+    stub = lh.config().stub()
+    stub.RunWf(
+        RunWfRequest(
+            wf_spec_name="comfyui-generate",
+            id="wf-cancel",
+            variables={"workflow": to_variable_value(smoke(60))},
+        )
+    )
+    prompt_id = prompt_id_for("wf-cancel", "0-1", 0)
+    wait_until(lambda: prompt_id in comfy.submitted, timeout_s=30)
+    stub.StopWfRun(StopWfRunRequest(wf_run_id=WfRunId(id="wf-cancel")))
+    wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=30)
+    attempt = lh.wait_for(
+        lambda: next(
+            (
+                a
+                for a in lh.task_run("0-1", wf_run_id="wf-cancel").attempts
+                if a.HasField("exception")
+            ),
+            None,
+        ),
+        30,
+        "the attempt's exception",
+    )
+    assert attempt.exception.name == "execution-interrupted"

@@ -133,9 +133,38 @@ def test_non_object_is_rejected(obj: object) -> None:
 def test_json_schema_describes_the_envelope() -> None:
     """The schema lists the envelope fields and forbids others."""
     schema = task_input_json_schema()
-    assert set(schema["properties"]) == {"workflow", "template", "params", "overrides", "images"}
+    assert set(schema["properties"]) == {
+        "workflow",
+        "template",
+        "params",
+        "overrides",
+        "images",
+        "output",
+    }
     assert schema["additionalProperties"] is False
     image = schema["$defs"]["ImageInput"]
     assert set(image["properties"]) == {"name", "base64", "path", "url"}
     assert image["properties"]["name"]["maxLength"] == 100
     assert schema["examples"]
+
+
+def test_an_output_prefix_files_the_run_under_it():
+    """`output.prefix` puts the run folder under a caller-chosen relative path."""
+    from comfyui_worker.tasks import Identity
+    from tests.conftest import _PREPARER
+    from tests.graphs import smoke
+
+    task = {"workflow": smoke(), "output": {"prefix": "conversations/c42/images"}}
+    request = _PREPARER.request(task, Identity("p", "wf/guid"))
+    assert request.run_key == "conversations/c42/images/wf/guid"
+
+
+@pytest.mark.parametrize(
+    "prefix", ["/abs", "a/../b", "..", "a//b", "a/./b", "sp ace", "x" * 201, "é"]
+)
+def test_an_unsafe_output_prefix_is_refused(prefix: str):
+    """Absolute prefixes, '..' and anything but plain segments are invalid-workflow."""
+    from tests.graphs import smoke
+
+    with pytest.raises(InvalidWorkflowError, match=r"output\.prefix"):
+        parse_task_input({"workflow": smoke(), "output": {"prefix": prefix}})
