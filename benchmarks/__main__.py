@@ -2,10 +2,12 @@
 
 Measures, in one run: (1) per-task overhead of Runner.run, (2) completion detection
 latency against two baselines, (3) download throughput and memory, (4) idle CPU while
-ComfyUI works, (5) throughput and GPU idle gap through LittleHorse. Prints a table with
-the targets; ``--json`` also writes every figure and a description of the machine.
-The fake ComfyUI always runs in its own process; ``--comfyui-url`` points items 1 and
-2 at a real ComfyUI instead (items 3-5 need the fake's FakeBigOutput/FakeSleep nodes).
+ComfyUI works, (5) the GPU idle gap through LittleHorse with prefetch off and on, against
+ComfyUI's own gap with prompts queued back to back, (6) a big output's download overlapped
+with the next task, (7) upload to S3 against boto3. Prints a table with the targets;
+``--json`` also writes every figure and a description of the machine. The fake ComfyUI
+always runs in its own process; ``--comfyui-url`` points items 1, 2 and 5 at a real
+ComfyUI instead (the others need the fake's FakeBigOutput/FakeSleep nodes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import detection, download, idle, overhead, report, through_lh
+from benchmarks import detection, download, idle, overhead, overlap, report, through_lh, upload
 from benchmarks.common import GIB, MIB, machine
 from benchmarks.fakeproc import FakeProcess
 from benchmarks.target import FakeTarget, RealTarget, Target
@@ -41,10 +43,13 @@ class Plan:
     small_outputs: int
     idle_s: float
     lh_tasks: int
+    overlap_bytes: int
+    upload_bytes: int
+    upload_rounds: int
 
 
-FULL = Plan(200, 20, 20, GIB, 2, 5.0, 500, 30.0, 100)
-QUICK = Plan(20, 6, 2, 64 * MIB, 1, 0.0, 50, 3.0, 10)
+FULL = Plan(200, 20, 20, GIB, 2, 5.0, 500, 30.0, 100, GIB, GIB, 2)
+QUICK = Plan(20, 6, 2, 64 * MIB, 1, 0.0, 50, 3.0, 10, 64 * MIB, 64 * MIB, 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure here")
     parser.add_argument("--quick", action="store_true", help="small samples (well under 60 s)")
     parser.add_argument(
-        "--comfyui-url", metavar="URL", help="run items 1 and 2 against this real ComfyUI"
+        "--comfyui-url", metavar="URL", help="run items 1, 2 and 5 against this real ComfyUI"
     )
     parser.add_argument(
         "--work-dir", type=Path, help="keep outputs and logs here (default: a temp dir, removed)"
@@ -136,8 +141,20 @@ def _items(
         ),
         (
             "through_littlehorse",
-            f"{plan.lh_tasks} tasks through LittleHorse",
-            lambda: through_lh.measure(fake, work_dir, plan.lh_tasks),
+            f"{plan.lh_tasks} tasks through LittleHorse, prefetch off and on, and queued",
+            lambda: through_lh.measure(target, work_dir, plan.lh_tasks),
+        ),
+        (
+            "overlap",
+            f"a {plan.overlap_bytes // MIB} MiB output then a task, prefetch off and on",
+            lambda: overlap.measure(fake, work_dir, plan.overlap_bytes),
+        ),
+        (
+            "upload",
+            f"upload of {plan.upload_bytes // MIB} MiB to S3 (SeaweedFS) vs boto3",
+            lambda: upload.measure(
+                plan.upload_bytes, plan.upload_rounds, plan.settle_s, part_mib=8
+            ),
         ),
     ]
     for number, (key, what, step) in enumerate(steps, 1):
@@ -151,7 +168,7 @@ def _heading(results: dict[str, Any]) -> str:
     m, r = results["machine"], results["run"]
     against = f"against {r['comfyui']}"
     if r["comfyui"] != r["fake_comfyui"]:
-        against = f"items 1-2 against {r['comfyui']}; items 3-5 against {r['fake_comfyui']}"
+        against = f"items 1, 2, 5 against {r['comfyui']}; the others against {r['fake_comfyui']}"
     return "\n".join(
         [
             f"comfyui-worker benchmarks{' (quick)' if r['quick'] else ''}, {against}",

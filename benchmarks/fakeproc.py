@@ -119,6 +119,15 @@ class FakeProcess:
             raise RuntimeError(f"fake ComfyUI has no finish time for {sorted(missing)[:3]}")
         return {pid: PromptTimes(*values) for pid, values in raw.items()}
 
+    def wait_received(self, prompt_id: str, timeout_s: float = 30.0) -> float:
+        """When the fake accepted ``prompt_id`` (waits until it has)."""
+        deadline = time.monotonic() + timeout_s
+        while (received := self.call("received", prompt_id=prompt_id)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fake ComfyUI never received {prompt_id}")
+            time.sleep(0.005)
+        return float(received)
+
     def clock_check(self, rounds: int = 20) -> float:
         """Largest distance (s) of the child's monotonic clock outside our round trip.
 
@@ -171,6 +180,8 @@ def _answer(fake: Any, request: dict[str, Any]) -> Any:
             raise ValueError(f"cannot set {request['name']!r}")
         setattr(fake, request["name"], float(request["value"]))
         return None
+    if op == "received":
+        return fake.received_times.get(request["prompt_id"])
     if op == "times":
         finished, started, received = fake.finish_times, fake.started_times, fake.received_times
         return {

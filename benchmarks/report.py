@@ -55,7 +55,7 @@ GOALS = (
         "per-task overhead p50",
         ("overhead", "default_fsync", "overhead", "p50_ms"),
         "<=",
-        15,
+        12,
         "ms",
     ),
     Goal("detection_p50", "detection latency p50", ("detection", "ours", "p50_ms"), "<=", 5, "ms"),
@@ -77,12 +77,37 @@ GOALS = (
     ),
     Goal("idle_cpu", "idle CPU", ("idle", "cpu_pct_of_core"), "<", 1, "% of a core"),
     Goal(
-        "lh_gap_p50",
-        "GPU idle gap p50 through LittleHorse",
-        ("through_littlehorse", "gap_to_started", "p50_ms"),
+        "gap_prefetch_off",
+        "GPU idle gap p50, prefetch off",
+        ("through_littlehorse", "prefetch_0", "gap_to_started", "p50_ms"),
         "<=",
-        30,
+        20,
         "ms",
+    ),
+    Goal(
+        "gap_prefetch_on",
+        "GPU idle gap p50, prefetch on",
+        ("through_littlehorse", "prefetch_1", "gap_to_started", "p50_ms"),
+        "<=",
+        5,
+        "ms",
+    ),
+    Goal(
+        "overlap_gap",
+        "idle gap after a big output, prefetch on",
+        ("overlap", "prefetch_1", "gap_ms"),
+        "<=",
+        20,
+        "ms",
+    ),
+    Goal("upload_ratio", "S3 upload vs boto3", ("upload", "ratio_to_boto3_pct"), ">=", 80, "%"),
+    Goal(
+        "upload_rss",
+        "RSS growth during the S3 upload",
+        ("upload", "ours_rss_growth_mib_worst"),
+        "<=",
+        64,
+        "MiB",
     ),
 )
 
@@ -157,6 +182,8 @@ def table(results: Results) -> str:
         ("download", _download),
         ("idle", _idle),
         ("through_littlehorse", _through_lh),
+        ("overlap", _overlap),
+        ("upload", _upload),
     ):
         if key in results:
             section(out, results[key])
@@ -230,10 +257,37 @@ def _idle(out: _Table, idle: Results) -> None:
 
 def _through_lh(out: _Table, lh: Results) -> None:
     out.title(f"5. Through LittleHorse: main.py worker, {lh['tasks']} tasks scheduled at once")
-    out.add("throughput", f"{lh['tasks_per_s']:.1f} tasks/s")
-    out.add(
-        "GPU idle gap: finish -> next starts p50/p95",
-        _ms(lh["gap_to_started"], "p50", "p95"),
-        "lh_gap_p50",
-    )
-    out.add("finish -> next POST /prompt p50/p95", _ms(lh["gap_to_received"], "p50", "p95"))
+    limit = lh["queued_limit"]["gap_to_started"]
+    for prefetch, goal in ((0, "gap_prefetch_off"), (1, "gap_prefetch_on")):
+        run = lh[f"prefetch_{prefetch}"]
+        out.add(
+            f"WORKER_PREFETCH={prefetch}: GPU idle gap p50/p95",
+            _ms(run["gap_to_started"], "p50", "p95"),
+            goal,
+        )
+        out.add(
+            "  ratio to the limit (p50), throughput",
+            f"{run['ratio_to_limit_p50']:.1f}x, {run['tasks_per_s']:.1f} tasks/s",
+        )
+    out.add("limit: ComfyUI's own gap, queued p50/p95", _ms(limit, "p50", "p95"))
+    out.add("ComfyUI execution per prompt p50", _ms(lh["prefetch_0"]["execution"], "p50"))
+
+
+def _overlap(out: _Table, over: Results) -> None:
+    out.title(f"6. A {_size(over['size_bytes'])} output, then a task (fake ComfyUI)")
+    for prefetch in (0, 1):
+        run = over[f"prefetch_{prefetch}"]
+        goal = "overlap_gap" if prefetch else None
+        out.add(
+            f"WORKER_PREFETCH={prefetch}: idle gap / download",
+            f"{run['gap_ms']:.1f} / {run['download_ms']:.0f} ms",
+            goal,
+        )
+
+
+def _upload(out: _Table, up: Results) -> None:
+    out.title(f"7. Upload of {_size(up['size_bytes'])} to S3 (local SeaweedFS)")
+    out.add("ObjectStore.write, streamed (best)", f"{up['ours']['mb_per_s']:.0f} MB/s")
+    out.add("boto3 upload_file, from a file (best)", f"{up['boto3']['mb_per_s']:.0f} MB/s")
+    out.add("ours / boto3", f"{up['ratio_to_boto3_pct']:.0f} %", "upload_ratio")
+    out.add("peak RSS growth (worst)", f"{up['ours_rss_growth_mib_worst']:.1f} MiB", "upload_rss")

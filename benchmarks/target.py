@@ -16,6 +16,7 @@ from benchmarks.fakeproc import FakeProcess, PromptTimes
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.templates import Template, load_template, render
 
+FAST_S = 0.1
 _colors = itertools.count(0x102030, 7919)  # every graph of a run gets a new colour
 
 
@@ -33,6 +34,10 @@ class Target(Protocol):
 
     def graph(self, prefix: str, exec_s: float | None = None) -> Graph:
         """A fresh smoke graph; with ``exec_s`` the fake sleeps that long (real: ignored)."""
+        ...
+
+    def fast_graph(self, prefix: str) -> Graph:
+        """A fresh graph of about 100 ms: a fast turbo/LCM workflow's cost."""
         ...
 
     def times(self, client: ComfyClient, prompt_ids: list[str]) -> dict[str, PromptTimes]:
@@ -56,6 +61,10 @@ class FakeTarget:
             return smoke_graph(next_color(), prefix)
         return sleep_graph(next_color(), exec_s, prefix)
 
+    def fast_graph(self, prefix: str) -> Graph:
+        """The smoke graph with a 100 ms FakeSleep."""
+        return sleep_graph(next_color(), FAST_S, prefix)
+
     def times(self, client: ComfyClient, prompt_ids: list[str]) -> dict[str, PromptTimes]:
         """From the fake's received_times/started_times/finish_times."""
         return self.fake.times(prompt_ids)
@@ -77,6 +86,16 @@ class RealTarget:
         for node in graph.values():
             if node.get("class_type") == "SaveImage":
                 node["inputs"]["filename_prefix"] = prefix
+        return graph
+
+    def fast_graph(self, prefix: str) -> Graph:
+        """smoke.json at 512x512 with blur radius 8: about 100 ms on the reference CPU."""
+        graph = self.graph(prefix)
+        for node in graph.values():
+            if node.get("class_type") == "EmptyImage":
+                node["inputs"].update(width=512, height=512)
+            if node.get("class_type") == "ImageBlur":
+                node["inputs"]["blur_radius"] = 8
         return graph
 
     def times(self, client: ComfyClient, prompt_ids: list[str]) -> dict[str, PromptTimes]:

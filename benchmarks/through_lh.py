@@ -1,10 +1,14 @@
-"""Item 5: the real ``main.py worker`` process between a fake LittleHorse and a fake ComfyUI.
+"""Item 5: the GPU idle gap through LittleHorse, with prefetch off and on, against its limit.
 
-N tasks are scheduled at once while the worker polls. Throughput is tasks per second
-from scheduling to the last report; the GPU idle gap is, for each pair of consecutive
-prompts, the time from ComfyUI finishing one to starting (and receiving) the next.
-Also reported: how long scheduling took, when the first prompt reached ComfyUI, and
-how long after the last prompt finished every report was in.
+The real ``main.py worker`` runs between a fake LittleHorse and a ComfyUI (the fake's
+process, or a real one with ``--comfyui-url``) on ~100 ms workflows (a turbo/LCM model's
+cost: the fake sleeps 100 ms; a real ComfyUI blurs a 512x512 image). N tasks are
+scheduled at once; for each
+pair of consecutive prompts the gap is the time from ComfyUI finishing one to starting
+the next, read from ComfyUI's own clock (the fake's monotonic times, or a real server's
+``execution_start``/``execution_success`` history timestamps). The same number of
+prompts submitted back to back straight to ComfyUI gives the limit: ComfyUI's own gap
+when its queue is never empty. Run for ``WORKER_PREFETCH`` 0 and 1, in one run.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Any
 
 from littlehorse.model import TaskStatus
 
-from benchmarks.common import ROOT, WORKFLOWS, smoke_graph, summary_ms
-from benchmarks.fakeproc import FakeProcess
-from benchmarks.target import next_color
+from benchmarks.common import ROOT, WORKFLOWS, settings_for, summary_ms
+from benchmarks.fakeproc import PromptTimes
+from benchmarks.target import Target
+from comfyui_worker.client import ComfyClient
 from comfyui_worker.lh_worker import prompt_id_for
 from fakes.littlehorse import FakeLittleHorse
 
@@ -31,16 +36,34 @@ TASK = "execute-comfyui-workflow"
 WARMUP = 3
 
 
-def measure(fake: FakeProcess, work_dir: Path, tasks: int) -> dict[str, Any]:
-    """Schedule ``tasks`` at once; time them through LittleHorse, worker and ComfyUI."""
-    log_path = work_dir / "lh-worker.log"
+def measure(target: Target, work_dir: Path, tasks: int) -> dict[str, Any]:
+    """Gaps with prefetch off and on through LittleHorse, and ComfyUI's own, queued."""
+    results: dict[str, Any] = {"tasks": tasks}
+    with ComfyClient(settings_for(target.base_url, work_dir / "limit-out")) as client:
+        for prefetch in (0, 1):
+            results[f"prefetch_{prefetch}"] = _through_worker(
+                target, client, work_dir, tasks, prefetch
+            )
+        results["queued_limit"] = _queued(target, client, tasks)
+    limit = max(results["queued_limit"]["gap_to_started"]["p50_ms"], 0.5)
+    for prefetch in (0, 1):
+        gap = results[f"prefetch_{prefetch}"]["gap_to_started"]["p50_ms"]
+        results[f"prefetch_{prefetch}"]["ratio_to_limit_p50"] = gap / limit
+    return results
+
+
+def _through_worker(
+    target: Target, client: ComfyClient, work_dir: Path, tasks: int, prefetch: int
+) -> dict[str, Any]:
+    log_path = work_dir / f"lh-worker-prefetch{prefetch}.log"
     with FakeLittleHorse() as lh, log_path.open("ab") as log:
         env = {
             "PATH": os.environ.get("PATH", ""),
             **lh.env(),
-            "COMFYUI_BASE_URL": fake.base_url,
-            "COMFYUI_OUTPUT_DIR": str(work_dir / "lh-out"),
+            "COMFYUI_BASE_URL": target.base_url,
+            "COMFYUI_OUTPUT_DIR": str(work_dir / f"lh-out-{prefetch}"),
             "COMFYUI_WORKFLOWS_DIR": str(WORKFLOWS),
+            "WORKER_PREFETCH": str(prefetch),
             "WORKER_HTTP_PORT": "0",
             "WORKER_LOG_LEVEL": "warning",
             "WORKER_LOG_FORMAT": "json",
@@ -50,49 +73,52 @@ def measure(fake: FakeProcess, work_dir: Path, tasks: int) -> dict[str, Any]:
         )
         try:
             lh.wait_polling(timeout_s=60)
-            _run_batch(lh, WARMUP, "warm")
+            _wait_reports(lh, [guid for _, guid in _schedule(lh, target, WARMUP, "warm")], 60)
             start = time.monotonic()
-            scheduled = _schedule(lh, tasks, "bench")
-            scheduled_at = time.monotonic()
+            scheduled = _schedule(lh, target, tasks, "bench")
             _wait_reports(lh, [guid for _, guid in scheduled], timeout_s=60 + tasks)
             end = time.monotonic()
         except Exception as exc:
             raise RuntimeError(f"{exc} (worker log: {log_path})") from exc
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
     prompt_ids = [prompt_id_for(wf, guid, 0) for wf, guid in scheduled]
-    spans = sorted(fake.times(prompt_ids).values(), key=lambda t: t.started)
-    to_received = [b.received - a.finished for a, b in itertools.pairwise(spans)]
-    to_started = [b.started - a.finished for a, b in itertools.pairwise(spans)]
+    figures = _gaps(target.times(client, prompt_ids))
+    return {**figures, "elapsed_s": end - start, "tasks_per_s": tasks / (end - start)}
+
+
+def _queued(target: Target, client: ComfyClient, tasks: int) -> dict[str, Any]:
+    """Every prompt submitted at once, straight to ComfyUI: its own gap, the limit."""
+    prompt_ids = [str(uuid.uuid4()) for _ in range(tasks)]
+    for prompt_id in prompt_ids:
+        client.submit_once(
+            target.fast_graph("bench/queued"), prompt_id=prompt_id, client_id="bench"
+        )
+    deadline = time.monotonic() + 60 + tasks
+    while any(client.history(pid) is None for pid in prompt_ids[-1:]):
+        if time.monotonic() > deadline:
+            raise RuntimeError("queued prompts did not finish")
+        time.sleep(0.05)
+    return _gaps(target.times(client, prompt_ids))
+
+
+def _gaps(times: dict[str, PromptTimes]) -> dict[str, Any]:
+    spans = sorted(times.values(), key=lambda t: t.started)
     return {
-        "tasks": tasks,
-        "elapsed_s": end - start,
-        "tasks_per_s": tasks / (end - start),
-        "scheduling_ms": (scheduled_at - start) * 1000,
-        "first_prompt_received_ms": (spans[0].received - start) * 1000,
-        "last_finish_to_reported_ms": (end - spans[-1].finished) * 1000,
-        "gap_to_started": summary_ms(to_started),
-        "gap_to_received": summary_ms(to_received),
+        "gap_to_started": summary_ms(
+            [b.started - a.finished for a, b in itertools.pairwise(spans)]
+        ),
+        "execution": summary_ms([t.finished - t.started for t in spans]),
     }
 
 
-def _schedule(lh: FakeLittleHorse, count: int, tag: str) -> list[tuple[str, str]]:
+def _schedule(lh: FakeLittleHorse, target: Target, count: int, tag: str) -> list[tuple[str, str]]:
     scheduled = []
     for i in range(count):
         wf_run_id, guid = f"{tag}-{i}-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-        graph = smoke_graph(next_color(), "bench/lh")
-        lh.schedule(TASK, [graph], wf_run_id=wf_run_id, task_guid=guid)
+        lh.schedule(TASK, [target.fast_graph("bench/lh")], wf_run_id=wf_run_id, task_guid=guid)
         scheduled.append((wf_run_id, guid))
     return scheduled
-
-
-def _run_batch(lh: FakeLittleHorse, count: int, tag: str) -> None:
-    _wait_reports(lh, [guid for _, guid in _schedule(lh, count, tag)], timeout_s=60)
 
 
 def _wait_reports(lh: FakeLittleHorse, guids: list[str], timeout_s: float) -> None:
@@ -109,3 +135,12 @@ def _wait_reports(lh: FakeLittleHorse, guids: list[str], timeout_s: float) -> No
     ]
     if failed:
         raise RuntimeError(f"{len(failed)} tasks did not succeed, e.g. {failed[0]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -125,7 +125,7 @@ def _child(kind: str, args: list[str]) -> dict[str, Any]:
 
 def measure(size: int, rounds: int, settle_s: float, part_mib: int) -> dict[str, Any]:
     """Start SeaweedFS, run the interleaved rounds, return every figure."""
-    from tests.seaweed import running_seaweed
+    from fakes.seaweed import running_seaweed
 
     work = Path(tempfile.mkdtemp(prefix="bench-upload-"))
     try:

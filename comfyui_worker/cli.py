@@ -1,4 +1,6 @@
-"""Command line: run one workflow, check the setup, run the worker, register WfSpecs.
+"""Command line: run one workflow, check the setup, run the worker, register WfSpecs, jobs.
+
+The job commands (``submit``, ``jobs``, ``ui``) are in ``jobs_args.py``/``jobs_cli.py``.
 
 Each failure's exit code comes from its error class (``errors.ExitCode``): 0 ok,
 1 internal error, 2 usage, 3 configuration, 4 workflow invalid or output rejected,
@@ -20,14 +22,13 @@ from typing import Any, NoReturn
 
 import structlog
 
-from comfyui_worker import jsonsafe, logs
+from comfyui_worker import jobs_args, jsonsafe, logs
 from comfyui_worker.checks import run_checks
 from comfyui_worker.errors import ComfyWorkerError, ConfigError, ExitCode, InvalidWorkflowError
 from comfyui_worker.execution import Runner
 from comfyui_worker.progress import Progress
 from comfyui_worker.settings import DeadlineSettings, WorkerSettings, load, load_comfy, load_worker
-from comfyui_worker.suggest import did_you_mean, quote_list
-from comfyui_worker.tasks import Identity, TaskPreparer, read_task_file
+from comfyui_worker.tasks import Identity, TaskPreparer, task_source
 
 Command = Callable[[argparse.Namespace, WorkerSettings], int]
 
@@ -45,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
     sub.add_parser("check", help="check settings, ComfyUI, output dir, templates, LittleHorse")
     sub.add_parser("worker", help="run the LittleHorse task worker (default)")
-    sub.add_parser("register", help="register the TaskDef and the comfyui-generate WfSpec")
+    register = sub.add_parser(
+        "register", help="register the TaskDef and the comfyui-generate WfSpec"
+    )
+    register.add_argument(
+        "--lane", type=jobs_args.lane_name, help="a priority lane's TaskDef and WfSpec instead"
+    )
+    jobs_args.add_commands(sub)
     return parser
 
 
@@ -74,9 +81,17 @@ def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _register(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from comfyui_worker import service  # the SDK and gRPC load only for these commands
+    from comfyui_worker import lanes, service  # the SDK and gRPC load only for these commands
 
+    if args.lane not in (None, lanes.DEFAULT_LANE):
+        return lanes.register_lane(args.lane, load(DeadlineSettings), settings)
     return service.register(load(DeadlineSettings), settings)
+
+
+def _jobs(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from comfyui_worker import jobs_cli  # the SDK and gRPC load only for these commands
+
+    return jobs_cli.run(args, settings)
 
 
 def _check(args: argparse.Namespace, settings: WorkerSettings) -> int:
@@ -92,7 +107,7 @@ def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     prompt_id = str(uuid.uuid4())
     request = preparer.request(
         task_source(args.workflow, preparer.templates.names()),
-        Identity(prompt_id=prompt_id, run_key=prompt_id),
+        Identity(prompt_id=prompt_id, run_key=prompt_id, fresh=True),
         params=pairs(args.param, "--param"),
         overrides=pairs(args.set, "--set"),
     )
@@ -114,20 +129,6 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def task_source(argument: str, templates: list[str]) -> object:
-    """A task file's JSON, or ``{"template": name}`` when the argument names a template."""
-    path = Path(argument)
-    if path.exists() or argument.endswith(".json") or "/" in argument:
-        return read_task_file(path)
-    if argument in templates:
-        return {"template": argument}
-    raise InvalidWorkflowError(
-        f"{argument}: no such file or template{did_you_mean(argument, templates)}; "
-        f"templates: {quote_list(templates)}",
-        file=argument,
-    )
-
-
 def pairs(items: list[str], flag: str) -> dict[str, Any]:
     """Parse NAME=VALUE pairs; VALUE is JSON when it parses (so 42 stays an int)."""
     parsed: dict[str, Any] = {}
@@ -147,4 +148,5 @@ COMMANDS: dict[str, Command] = {
     "check": _check,
     "worker": _worker,
     "register": _register,
+    **{name: _jobs for name in jobs_args.COMMANDS},
 }

@@ -120,14 +120,25 @@ class ComfyClient:
         return entry if isinstance(entry, dict) else None
 
     def knows(self, prompt_id: str) -> bool:
-        """Whether ComfyUI holds the prompt: queued, running or in its history.
+        """Whether ComfyUI holds the prompt: queued, running or in its history."""
+        return self.prompt_state(prompt_id) is not None
+
+    def prompt_state(self, prompt_id: str) -> str | None:
+        """``running``, ``pending`` or ``finished``; None if ComfyUI does not hold the prompt.
 
         One jobs-API call where the server has it; else the queue is read first: a
         prompt can finish between the two reads, never the other way round.
         """
         if self.jobs_api:
-            return self.job_status(prompt_id) is not None
-        return prompt_id in self.queue() or self.history(prompt_id) is not None
+            status = self.job_status(prompt_id)
+            states = {"pending": "pending", "in_progress": "running", None: None}
+            return states.get(status, "finished")
+        queue = self.queue()
+        if prompt_id in queue.running:
+            return "running"
+        if prompt_id in queue.pending:
+            return "pending"
+        return "finished" if self.history(prompt_id) is not None else None
 
     def job_status(self, prompt_id: str) -> str | None:
         """GET /api/jobs/{id}: pending, in_progress, completed, failed, cancelled; None: unknown."""

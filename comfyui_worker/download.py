@@ -22,6 +22,8 @@ from comfyui_worker.store import RunStore, Stored
 
 log = structlog.get_logger("comfyui_worker.download")
 
+Identity = tuple[str, str, str]  # (type, subfolder, filename): one file in ComfyUI
+
 
 class Downloader:
     """Saves refs into one run store."""
@@ -38,11 +40,27 @@ class Downloader:
         self.store = store
         self.max_bytes = max_bytes
         self.abort = abort or threading.Event()
+        self._prepared = False
+        self._lock = threading.Lock()
 
-    def save_all(self, refs: list[OutputRef]) -> list[SavedOutput]:
-        """Plan every destination first (so a bad name fails before any byte), then save."""
+    def prepare(self) -> None:
+        """Make the run location usable, once (early saves and the final pass share it)."""
+        with self._lock:
+            if not self._prepared:
+                self.store.prepare()
+                self._prepared = True
+
+    def save_all(
+        self, refs: list[OutputRef], early: dict[Identity, tuple[str, Stored]] | None = None
+    ) -> list[SavedOutput]:
+        """Plan every destination first (so a bad name fails before any byte), then save.
+
+        ``early`` holds files saved while the prompt still ran; each is used when the
+        final plan gives its file the same key.
+        """
         planned = plan(refs)
-        self.store.prepare()
+        self.prepare()
+        ready = {key: stored for key, stored in (early or {}).values()}
         done: dict[str, tuple[Stored, bool]] = {}
         saved = []
         for ref, key in planned:
@@ -51,12 +69,24 @@ class Downloader:
                     f"worker shut down after saving {len(done)} of {len(planned)} files"
                 )
             if key not in done:
-                done[key] = self._save(ref, key)
+                early_copy = (early or {}).get(identity_of(ref))
+                if early_copy is not None and early_copy[0] == key:
+                    done[key] = (early_copy[1], False)
+                else:
+                    done[key] = self.save(ref, key)
             stored, reused = done[key]
             saved.append(_saved(ref, stored, reused))
+        self._discard(ready, {key for _, key in planned})
         return saved
 
-    def _save(self, ref: OutputRef, key: str) -> tuple[Stored, bool]:
+    def _discard(self, early: dict[str, Stored], kept: set[str]) -> None:
+        """Delete what was saved early but is not in /history's list: it is not an output."""
+        for key in sorted(set(early) - kept):
+            log.info("comfy.early_output_discarded", key=key)
+            self.store.delete(key)
+
+    def save(self, ref: OutputRef, key: str) -> tuple[Stored, bool]:
+        """Reuse an earlier attempt's whole copy, or fetch and store the file."""
         reused = self.store.reusable(key)
         if reused is not None:
             log.info("comfy.output_reused", filename=ref.filename, key=key)
@@ -93,6 +123,11 @@ class Downloader:
                 filename=ref.filename,
                 size_bytes=size,
             )
+
+
+def identity_of(ref: OutputRef) -> Identity:
+    """Which ComfyUI file a ref names (two nodes may name the same file)."""
+    return (ref.comfy_type, ref.subfolder, ref.filename)
 
 
 def _saved(ref: OutputRef, stored: Stored, reused: bool) -> SavedOutput:

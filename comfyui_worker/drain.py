@@ -90,6 +90,7 @@ class Drainer:
         began = time.monotonic()
         self.handler.draining = True
         self.handler.interrupt_preparation()
+        self.runner.hand_back_pending()  # a prefetched prompt that has not started
         self.supervisor.stop()
         parked = release_parked(self.supervisor.worker)
         log.info(

@@ -25,6 +25,7 @@ from comfyui_worker.settings import ComfySettings
 log = structlog.get_logger("comfyui_worker.events")
 
 TERMINAL = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+STARTED = frozenset({"execution_start", "execution_cached", "executing", "executed"})
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 
 
@@ -41,7 +42,13 @@ class Watch:
         self.on_event = on_event
         self.connected = connected
         self._terminal = threading.Event()
+        self._started = threading.Event()
         self._wake = threading.Event()
+
+    @property
+    def started(self) -> bool:
+        """Whether the socket said ComfyUI started executing this prompt."""
+        return self._started.is_set()
 
     @property
     def terminal_seen(self) -> bool:
@@ -69,6 +76,8 @@ class Watch:
                 self.on_event(kind, data)
             except Exception:  # a progress display must never break waiting
                 log.warning("comfy.progress_callback_failed", exc_info=True)
+        if kind in STARTED:
+            self._started.set()
         if kind in TERMINAL or (kind == "executing" and data.get("node") is None):
             self._terminal.set()
             self.wake()

@@ -19,6 +19,7 @@ from comfyui_worker import __version__, adoption
 from comfyui_worker.adoption import Adopted, Server
 from comfyui_worker.client import ComfyClient, ServerInfo
 from comfyui_worker.download import Downloader
+from comfyui_worker.early import EarlySaver
 from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError
 from comfyui_worker.events import EventStream, ProgressCallback, Watch
 from comfyui_worker.fencing import Fence, NoFence
@@ -56,7 +57,8 @@ class Runner:
         self.submitter = Submitter(settings, self.client, self.events)
         self._learned = False
         self._abort = threading.Event()
-        self._current: tuple[Server, str] | None = None
+        self._hand_back = threading.Event()
+        self._active: dict[str, Server] = {}  # prompt id -> where it runs (up to 1 + prefetch)
         self._finished_count = 0
         self.cancelled: str | None = None  # what Ctrl-C did to the prompt
 
@@ -69,9 +71,13 @@ class Runner:
         """Stop the execution in flight: its prompt is cancelled in ComfyUI (thread-safe)."""
         self._abort.set()
         self.events.wake_all()
-        current = self._current
-        if current is not None:
-            current[0].events.wake_all()
+        for server in list(self._active.values()):
+            server.events.wake_all()
+
+    def hand_back_pending(self) -> None:
+        """Draining: prompts that have not started leave ComfyUI's queue; running ones go on."""
+        self._hand_back.set()
+        self.events.wake_all()
 
     def close(self) -> None:
         """Close the WebSocket and HTTP connections."""
@@ -127,24 +133,40 @@ class Runner:
         self.server  # noqa: B018  # learned before the run, never on its critical path
         adopted = self._adopt(request, fence)
         server = adopted.server if adopted is not None else self.local
+        downloader = Downloader(
+            server.client,
+            self.store.run(request.run_key),
+            max_bytes=self.settings.max_output_bytes,
+            abort=self._abort,
+        )
+        early = EarlySaver(downloader, include_temp=self.settings.include_temp_outputs)
+        events = _both(on_event, early.offer)
         try:
             prompt_id, finished = self._execute(
-                request, adopted, server, fence, clock, say, on_event, stop
+                request, adopted, server, fence, clock, say, events, stop
             )
             clock.detected = finished.detected_at
-            result = self._finish(request, server, prompt_id, finished.entry, clock)
+            result = self._finish(
+                request, server, prompt_id, finished.entry, clock, downloader, early
+            )
         finally:
+            early.finish()  # nothing keeps writing after the run, whatever happened
             server.close()  # a peer's connections; the worker's own stay open
         self._after_success()
         _say_finished(say, result)
         return result
 
+    def warm_up(self, request: RunRequest) -> None:
+        """Execute a request on ComfyUI and wait for it, keeping none of its outputs."""
+        with self.events.watch(request.prompt_id) as watch:
+            self.submitter.submit(request, Clock(), NO_FENCE)
+            self._wait(self.local, watch, None)
+
     def cancel_current(self) -> str | None:
-        """Cancel the prompt being waited for; never raises. None if nothing was submitted."""
-        current = self._current
-        if current is None:
+        """Cancel the prompt being waited for (``main.py run``'s only one); never raises."""
+        if not self._active:
             return None
-        server, prompt_id = current
+        prompt_id, server = next(iter(self._active.items()))
         try:
             return cancel(server.client, prompt_id)
         except TechnicalError as exc:
@@ -153,7 +175,12 @@ class Runner:
     # --- steps ---------------------------------------------------------------------
 
     def _adopt(self, request: RunRequest, fence: Fence) -> Adopted | None:
-        """An earlier attempt's prompt, here first, then on a peer that ran it."""
+        """An earlier attempt's prompt, here first, then on a peer that ran it.
+
+        A fresh task (first attempt, nothing recorded) cannot have one: no round trip.
+        """
+        if request.fresh and not fence.earlier:
+            return None
         own_url = self.settings.advertised_url
         recorded_here = [s.prompt_id for s in fence.earlier if s.comfyui_url == own_url]
         candidates = list(dict.fromkeys([*request.earlier_prompt_ids, *recorded_here]))
@@ -176,7 +203,7 @@ class Runner:
         """Submit (or take over) the prompt and wait for it, watching its events throughout."""
         prompt_id = adopted.prompt_id if adopted is not None else request.prompt_id
         with server.events.watch(prompt_id, _announcing_start(on_event, say)) as watch:
-            self._current = (server, prompt_id)
+            self._active[prompt_id] = server
             try:
                 if adopted is None:
                     self.submitter.submit(request, clock, fence)
@@ -191,7 +218,7 @@ class Runner:
                 self.cancelled = self.cancel_current()
                 raise
             finally:
-                self._current = None
+                self._active.pop(prompt_id, None)
 
     def _wait(self, server: Server, watch: Watch, stop: StopCheck | None) -> Finished:
         policy = WaitPolicy(
@@ -199,6 +226,8 @@ class Runner:
             poll_interval_s=self.settings.poll_interval_s,
             abort=self._abort,
             stop=stop,
+            pending_timeout_s=self.settings.history_timeout_s * self.settings.slots,
+            hand_back=self._hand_back,
         )
         try:
             return Waiter(server.client, watch, policy).run()
@@ -227,13 +256,12 @@ class Runner:
         prompt_id: str,
         entry: dict[str, Any],
         clock: Clock,
+        downloader: Downloader,
+        early: EarlySaver,
     ) -> RunResult:
-        run_store = self.store.run(request.run_key)
+        run_store = downloader.store
         collected = collect(entry.get("outputs"), include_temp=self.settings.include_temp_outputs)
-        downloader = Downloader(
-            server.client, run_store, max_bytes=self.settings.max_output_bytes, abort=self._abort
-        )
-        saved = downloader.save_all(collected.files)
+        saved = downloader.save_all(collected.files, early.finish())
         clock.downloaded = time.monotonic()
         log.info("comfy.outputs_saved", files=len(saved), bytes=sum(s.size_bytes for s in saved))
         result = RunResult(
@@ -258,6 +286,17 @@ class Runner:
 def _write_manifest(run_store: RunStore, result: RunResult) -> None:
     manifest = {**result.manifest_json(), "created_at": datetime.now(UTC).isoformat()}
     run_store.write_manifest(manifest)
+
+
+def _both(first: ProgressCallback | None, second: ProgressCallback) -> ProgressCallback:
+    """One callback that calls both (the caller's progress, then the early saver)."""
+
+    def call(kind: str, data: dict[str, Any]) -> None:
+        if first is not None:
+            first(kind, data)
+        second(kind, data)
+
+    return call
 
 
 def _silent(_line: str) -> None:

@@ -10,7 +10,6 @@ WfSpec retries them. Nothing a task does can take the process down.
 from __future__ import annotations
 
 import asyncio
-import threading
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -61,6 +60,7 @@ def identity_for(wf_run_id: str, task_guid: str, attempt: int) -> Identity:
         run_key=f"{_safe(wf_run_id)}/{_safe(task_guid)}",
         earlier_prompt_ids=tuple(prompt_id_for(wf_run_id, task_guid, a) for a in range(attempt)),
         unique_prefix=task_guid[:12],
+        fresh=attempt == 0,  # with nothing recorded (checked by the runner), nothing to adopt
     )
 
 
@@ -97,7 +97,6 @@ class TaskHandler:
         self.littlehorse = littlehorse
         self.metrics = metrics
         self.draining = False
-        self._one_at_a_time = threading.Lock()
 
     def interrupt_preparation(self) -> None:
         """Abandon input-image fetches in flight: the worker is draining."""
@@ -149,18 +148,17 @@ class TaskHandler:
         fence: Fence,
         stop: StopCheck | None,
     ) -> RunResult:
-        with self._one_at_a_time:
-            self.store.check_before_task()
-            request = self.preparer.request(workflow, identity)
-            log.info("task.started", template=request.template)
-            try:
-                result = self.runner.run(request, trail=trail, fence=fence, stop=stop)
-            except ExecutionInterruptedError:
-                if self.runner.aborted:  # we interrupted it ourselves while shutting down
-                    raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
-                raise
-            log.info("task.succeeded", files=len(result.outputs), timings_ms=result.timings_ms)
-            return result
+        self.store.check_before_task()
+        request = self.preparer.request(workflow, identity)
+        log.info("task.started", template=request.template)
+        try:
+            result = self.runner.run(request, trail=trail, fence=fence, stop=stop)
+        except ExecutionInterruptedError:
+            if self.runner.aborted:  # we interrupted it ourselves while shutting down
+                raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
+            raise
+        log.info("task.succeeded", files=len(result.outputs), timings_ms=result.timings_ms)
+        return result
 
     def _reported(self, exc: Exception, trail: Trail) -> Exception:
         """The exception to hand the SDK: LHTaskException for business, the error otherwise."""

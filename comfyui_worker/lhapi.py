@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from littlehorse import create_task_def, create_workflow_spec
 from littlehorse.config import LHConfig
-from littlehorse.model import LHStatus, TaskDefId, WfRunId
+from littlehorse.model import LHStatus, RunWfRequest, TaskDefId, WfRun, WfRunId
 from littlehorse.workflow import Workflow
 
 from comfyui_worker.errors import LittleHorseError, LittleHorseUnavailableError, NotFoundError
@@ -48,9 +48,19 @@ class LittleHorse:
         except grpc.RpcError as exc:
             raise self.error(exc, what) from None
 
+    def run_wf(self, request: RunWfRequest) -> WfRun | None:
+        """Start a WfRun; None when its id is taken (so a caller-chosen id runs once)."""
+        try:
+            run: WfRun = self.config.stub().RunWf(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            if _code(exc) == grpc.StatusCode.ALREADY_EXISTS:
+                return None
+            raise self.error(exc, "RunWf") from None
+        return run
+
     def error(self, exc: grpc.RpcError, what: str) -> LittleHorseError:
         """The one mapping of a gRPC status to our errors."""
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        code = _code(exc)
         detail = (exc.details() if hasattr(exc, "details") else "") or ""
         if code in UNREACHABLE:
             return LittleHorseUnavailableError(
@@ -108,3 +118,9 @@ class LittleHorse:
     def put_wf_spec(self, workflow: Workflow) -> None:
         """Register a WfSpec (a new revision if it changed)."""
         self.mapped("PutWfSpec", lambda: create_workflow_spec(workflow, self.config, timeout=30))
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode:
+    """The call's status code (UNKNOWN for an error that carries none)."""
+    code: grpc.StatusCode = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    return code

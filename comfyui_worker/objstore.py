@@ -408,6 +408,12 @@ class ObjectRunStore:
             )
         return self.owner.url_of(full_key)
 
+    def delete(self, key: str) -> None:
+        """Remove an object (and its upload record), e.g. one saved early that is not an output."""
+        for full_key in (self._full(key), self._full(f"{RECORDS}/{key}")):
+            with self.owner.errors("delete", full_key), contextlib.suppress(FileNotFoundError):
+                obstore.delete(self.owner.client, full_key)
+
     def presign(self, key: str) -> str | None:
         """A presigned GET URL for ``key`` (``manifest.json`` too), or None when off."""
         return self.owner.presign(self._full(key))

@@ -23,11 +23,10 @@ from comfyui_worker.metrics import Metrics
 from comfyui_worker.sdk import Ledger, ObservedConfig, Supervisor, set_slots
 from comfyui_worker.settings import ComfySettings, DeadlineSettings, WorkerSettings
 from comfyui_worker.tasks import TaskPreparer
+from comfyui_worker.warmup import WarmUp
 from comfyui_worker.wfspec import WF_SPEC_NAME, build_workflow, task_timeout_s
 
 log = structlog.get_logger("comfyui_worker.service")
-
-SLOTS = 1
 
 
 async def _not_served(workflow: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
@@ -44,16 +43,18 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     ledger = Ledger()
     ledger.bind_loop()
     runner = Runner(comfy)
-    readiness = _readiness(runner, ledger)
+    preparer = TaskPreparer(comfy)
+    warm_up = WarmUp(runner, preparer, comfy.warmup_workflow)
+    readiness = _readiness(runner, ledger, warm_up)
     config = ObservedConfig(ledger, gate=readiness.gate)
-    set_slots(config, SLOTS)
+    set_slots(config, comfy.slots)
     metrics = Metrics()
     metrics.track_running(ledger.running_age_s)
     lh = LittleHorse(config, settings.lh_address)
     cancellation = LittleHorse(config, settings.lh_address, timeout_s=2.0)  # asked every tick
     handler = TaskHandler(
         runner,
-        TaskPreparer(comfy),
+        preparer,
         ledger,
         metrics,
         config.task_worker_id,
@@ -68,16 +69,18 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
         ensure_task_def=lambda: lh.ensure_task_def(settings.task_name, fn),
     )
     drainer = Drainer(supervisor, handler, runner, ledger, settings.drain_timeout_s)
-    stuck_after_s = task_timeout_s(comfy, SLOTS)
+    stuck_after_s = task_timeout_s(comfy, comfy.slots)
     health = _health_server(settings, readiness, lambda: ledger.stuck_claim(stuck_after_s))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drainer.request_stop)
     await asyncio.to_thread(_learn_server, runner)
     log.info("worker.started", task_name=settings.task_name, comfyui=comfy.base_url_str)
+    warming = asyncio.create_task(warm_up.run())  # polling waits for it (the gate)
     try:
         return await drainer.run()
     finally:
+        warming.cancel()
         if health is not None:
             health.stop()
         runner.close()
@@ -91,8 +94,9 @@ def _learn_server(runner: Runner) -> None:
         log.warning("comfy.server_info_unavailable", error=exc.name, message=exc.message)
 
 
-def _readiness(runner: Runner, ledger: Ledger) -> Readiness:
+def _readiness(runner: Runner, ledger: Ledger, warm_up: WarmUp) -> Readiness:
     readiness = Readiness()
+    readiness.add("warmup", warm_up.probe, gating=True, cached=False)
     readiness.add("comfyui", runner.client.ping, gating=True, cached=True)
     readiness.add("output", runner.store.check_writable, gating=True, cached=True)
     readiness.add(
@@ -116,6 +120,6 @@ def register(deadlines: DeadlineSettings, settings: WorkerSettings) -> int:
     """``main.py register``: the TaskDef and the example ``comfyui-generate`` WfSpec."""
     lh = LittleHorse(lh_config(), settings.lh_address)
     lh.ensure_task_def(settings.task_name, task_function(_not_served))
-    lh.put_wf_spec(build_workflow(deadlines, settings.task_name, slots=SLOTS))
+    lh.put_wf_spec(build_workflow(deadlines, settings.task_name, slots=deadlines.slots))
     log.info("lh.wf_spec_registered", wf_spec=WF_SPEC_NAME, task_name=settings.task_name)
     return 0

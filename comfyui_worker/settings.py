@@ -42,9 +42,15 @@ class _EnvSettings(BaseSettings):
 
 
 class DeadlineSettings(_EnvSettings):
-    """The execution deadline alone: all ``register`` needs to size the WfSpec timeout."""
+    """The execution deadline and prefetch: all ``register`` needs to size the task timeout."""
 
     history_timeout_s: float = Field(600.0, gt=0, alias="COMFYUI_HISTORY_TIMEOUT_SEC")
+    prefetch: int = Field(0, ge=0, le=1, alias="WORKER_PREFETCH")
+
+    @property
+    def slots(self) -> int:
+        """Tasks the worker runs at once: the executing one, plus one queued behind it."""
+        return 1 + self.prefetch
 
 
 class ComfySettings(DeadlineSettings):
@@ -80,6 +86,7 @@ class ComfySettings(DeadlineSettings):
     max_input_image_bytes: int = Field(50 * MIB, gt=0, alias="COMFYUI_MAX_INPUT_IMAGE_BYTES")
     free_memory_every: int = Field(0, ge=0, alias="COMFYUI_FREE_MEMORY_EVERY")
     advertised: AnyHttpUrl | None = Field(None, alias="COMFYUI_ADVERTISED_URL")
+    warmup_workflow: str | None = Field(None, alias="WORKER_WARMUP_WORKFLOW")
 
     @model_validator(mode="after")
     def _somewhere_for_outputs(self) -> ComfySettings:

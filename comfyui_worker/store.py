@@ -69,6 +69,10 @@ class RunStore(Protocol):
         """Write ``manifest.json`` last; return its location."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove a file saved early that turned out not to be an output."""
+        ...
+
 
 class OutputStore(Protocol):
     """Where every task's outputs go (a local directory, an object store)."""
@@ -198,6 +202,13 @@ class LocalRunStore:
             with disk_errors(self.run_dir, "sync"):
                 _fsync_dir(self.run_dir)
         return str(target)
+
+    def delete(self, key: str) -> None:
+        """Remove a file (and forget it), e.g. one saved early that is not an output."""
+        target = self.run_dir / key
+        with disk_errors(target, "delete"), contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        self._journal.pop(key, None)
 
     def _make_dirs(self, directory: Path) -> None:
         """Mkdir -p below the root, refusing any component that is a symlink."""

@@ -19,6 +19,7 @@ from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.graph import Graph
 from comfyui_worker.images import ResolvedImage, bind_images, resolve_images
 from comfyui_worker.settings import ComfySettings
+from comfyui_worker.suggest import did_you_mean, quote_list
 from comfyui_worker.task_input import parse_task_input
 from comfyui_worker.templates import Template, TemplateSet, load_templates, render
 from comfyui_worker.urlfetch import Fetcher
@@ -34,6 +35,7 @@ class RunRequest:
     prompt_id: str
     run_key: str
     earlier_prompt_ids: tuple[str, ...] = ()
+    fresh: bool = False  # no earlier delivery can have queued it (first attempt, new id)
     uploads: Sequence[ResolvedImage] = ()
     params: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
@@ -47,6 +49,7 @@ class Identity:
     run_key: str
     earlier_prompt_ids: tuple[str, ...] = ()
     unique_prefix: str = ""
+    fresh: bool = False
 
 
 class TaskPreparer:
@@ -100,10 +103,25 @@ class TaskPreparer:
             prompt_id=identity.prompt_id,
             run_key=f"{prefix}/{identity.run_key}" if prefix else identity.run_key,
             earlier_prompt_ids=identity.earlier_prompt_ids,
+            fresh=identity.fresh,
             uploads=images,
             params=rendered.params,
             template=task.template,
         )
+
+
+def task_source(argument: str, templates: list[str]) -> object:
+    """A task file's JSON, or ``{"template": name}`` when the argument names a template."""
+    path = Path(argument)
+    if path.exists() or argument.endswith(".json") or "/" in argument:
+        return read_task_file(path)
+    if argument in templates:
+        return {"template": argument}
+    raise InvalidWorkflowError(
+        f"{argument}: no such file or template{did_you_mean(argument, templates)}; "
+        f"templates: {quote_list(templates)}",
+        file=argument,
+    )
 
 
 def read_task_file(path: Path) -> object:

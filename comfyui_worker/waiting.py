@@ -37,6 +37,7 @@ log = structlog.get_logger("comfyui_worker.waiting")
 VANISHED_AFTER_TICKS = 3
 RACE_RECHECK_S = 0.005  # execution_success can beat /history by a few ms
 EVENTS_GRACE_S = 0.05  # /history can beat the socket's last events: let them arrive
+_FAILED_CALL = object()  # a call that failed in transport: no news, not "not found"
 
 # Called at each tick; returns an error to end the wait with (a cancelled job, a
 # fenced attempt) after the prompt was cancelled, or None to go on waiting.
@@ -53,12 +54,20 @@ class Finished:
 
 @dataclass
 class WaitPolicy:
-    """How long and how often to look, and what may end the wait early."""
+    """How long and how often to look, and what may end the wait early.
+
+    ``timeout_s`` counts from the prompt's own execution start: with prefetch a prompt
+    waits in ComfyUI's queue behind the one running, and that wait is not its fault.
+    A prompt still pending gets ``pending_timeout_s`` from the start of the wait.
+    ``hand_back`` set (the worker is draining) dequeues a prompt that has not started.
+    """
 
     timeout_s: float
     poll_interval_s: float
     abort: threading.Event
     stop: StopCheck | None = None
+    pending_timeout_s: float | None = None
+    hand_back: threading.Event | None = None
 
 
 class Waiter:
@@ -70,18 +79,21 @@ class Waiter:
         self.prompt_id = watch.prompt_id
         self.policy = policy
         self._missing_ticks = 0
-        self._deadline = time.monotonic() + policy.timeout_s
+        self._began = time.monotonic()
+        self._started_at: float | None = None
 
     def run(self) -> Finished:
         """Block until the prompt is in /history; raise for errors, interrupts, deadline."""
-        next_tick = 0.0
+        next_tick = self._began + self.policy.poll_interval_s  # liveness can wait a tick
         race_pause_s = RACE_RECHECK_S
         while True:
             entry = self._ride_out(lambda: self.client.history(self.prompt_id))
-            if entry is not None:
+            if isinstance(entry, dict):
                 self._let_events_arrive()
                 return Finished(outcome(self.prompt_id, entry), time.monotonic())
             now = time.monotonic()
+            if self._started_at is None and self.watch.started:
+                self._started_at = now
             self._check_abort_and_deadline(now)
             if now >= next_tick:
                 self._tick()
@@ -89,7 +101,13 @@ class Waiter:
             pause = next_tick - now
             if self.watch.terminal_seen:  # finished per the socket; /history lags by a few ms
                 pause, race_pause_s = min(pause, race_pause_s), race_pause_s * 2
-            self.watch.wait(min(pause, self._deadline - now))
+            self.watch.wait(max(min(pause, self._deadline() - now), 0.0))
+
+    def _deadline(self) -> float:
+        if self._started_at is not None:
+            return self._started_at + self.policy.timeout_s
+        pending = self.policy.pending_timeout_s or self.policy.timeout_s
+        return self._began + pending
 
     def _check_abort_and_deadline(self, now: float) -> None:
         if self.policy.abort.is_set():
@@ -98,21 +116,42 @@ class Waiter:
                 f"worker shut down while prompt {self.prompt_id} ran; it was {state}",
                 prompt_id=self.prompt_id,
             )
-        if now >= self._deadline:
+        hand_back = self.policy.hand_back
+        if hand_back is not None and hand_back.is_set() and self._started_at is None:
+            self._hand_back()
+        if now >= self._deadline():
             state = self.cancel()
+            limit = self.policy.timeout_s if self._started_at else self._deadline() - self._began
             raise ExecutionTimeoutError(
-                f"prompt {self.prompt_id} did not finish within {self.policy.timeout_s:g}s "
+                f"prompt {self.prompt_id} did not finish within {limit:g}s "
                 f"(COMFYUI_HISTORY_TIMEOUT_SEC); it was {state}",
                 prompt_id=self.prompt_id,
-                timeout_s=self.policy.timeout_s,
+                timeout_s=limit,
                 cancelled=state,
             )
 
+    def _hand_back(self) -> None:
+        """Draining: dequeue a prompt that has not started; one that just started goes on."""
+        try:
+            dequeued = dequeue(self.client, self.prompt_id)
+        except TechnicalError as exc:
+            log.warning("comfy.hand_back_failed", error=exc.name, message=exc.message)
+            return
+        if dequeued:
+            raise WorkerShuttingDownError(
+                f"worker is shutting down; prompt {self.prompt_id} had not started and was "
+                "taken off ComfyUI's queue, so the task goes back to LittleHorse",
+                prompt_id=self.prompt_id,
+            )
+        self._started_at = time.monotonic()  # it started meanwhile: let it finish
+
     def _tick(self) -> None:
-        """Liveness (is the prompt still known?) and the caller's stop check."""
-        known = self._ride_out(lambda: self.client.knows(self.prompt_id))
-        if known is not None:
-            self._count_missing(known)
+        """Liveness (is the prompt still known, has it started?) and the caller's stop check."""
+        state = self._ride_out(lambda: self.client.prompt_state(self.prompt_id))
+        if state == "running" and self._started_at is None:
+            self._started_at = time.monotonic()
+        if state is not _FAILED_CALL:
+            self._count_missing(state is not None)
         stop = self.policy.stop
         reason = stop() if stop is not None else None
         if reason is not None:
@@ -135,12 +174,12 @@ class Waiter:
             )
 
     def _ride_out(self, call: Callable[[], Any]) -> Any:
-        """Run ``call``; a technical failure is logged and read as "no news" (None)."""
+        """Run ``call``; a technical failure is logged and read as "no news"."""
         try:
             return call()
         except TechnicalError as exc:
             log.warning("comfy.wait_transient_error", error=exc.name, message=exc.message)
-            return None
+            return _FAILED_CALL
 
     def _let_events_arrive(self) -> None:
         """If /history won the race with the socket, give its last events a moment."""
@@ -154,6 +193,19 @@ class Waiter:
         except TechnicalError as exc:
             log.warning("comfy.cancel_failed", error=exc.name, message=exc.message)
             return f"not cancelled ({exc.name}: ComfyUI may still run it)"
+
+
+def dequeue(client: ComfyClient, prompt_id: str) -> bool:
+    """Take a prompt off the queue if it has not started; True if it is gone unstarted.
+
+    Always ``POST /queue`` delete, which never touches a running prompt (the jobs API's
+    cancel would interrupt one that started a moment ago).
+    """
+    if prompt_id not in client.queue().pending:
+        return False
+    client.delete_pending([prompt_id])
+    queue = client.queue()
+    return prompt_id not in queue.running and prompt_id not in queue.pending
 
 
 def cancel(client: ComfyClient, prompt_id: str) -> str:

@@ -1,5 +1,9 @@
 """The example WfSpec ``comfyui-generate``: one JSON_OBJ in, the execution result out.
 
+A WfRun of it is a job (``jobs.py``): ``workflow`` is the input, ``result`` the
+output, and the optional, searchable ``retry_of`` names the job a retry repeats, so
+LittleHorse itself answers "what were the retries of X" (no database of our own).
+
 Its task timeout covers the wait a claimed task may spend parked behind the one
 running on the same worker, plus its own execution and download (LittleHorse's
 default of 60 s would kill most generations; see README, "Timeouts"). Technical
@@ -19,6 +23,9 @@ from comfyui_worker.errors import business_errors
 from comfyui_worker.settings import DeadlineSettings
 
 WF_SPEC_NAME = "comfyui-generate"
+WORKFLOW_VAR = "workflow"
+RESULT_VAR = "result"
+RETRY_OF_VAR = "retry_of"
 DOWNLOAD_MARGIN_S = 300
 RETRIES = 3
 BACKOFF = ExponentialBackoffRetryPolicy(base_interval_ms=5_000, multiplier=2.0, max_delay_ms=60_000)
@@ -70,8 +77,9 @@ def build_workflow(
         raise AssertionError(f"ADVICE and errors.py disagree on {sorted(missing)}")
 
     def entrypoint(wf: WorkflowThread) -> None:
-        workflow = wf.declare_json_obj("workflow").required()
-        result = wf.declare_json_obj("result")
+        workflow = wf.declare_json_obj(WORKFLOW_VAR).required()
+        result = wf.declare_json_obj(RESULT_VAR)
+        wf.declare_str(RETRY_OF_VAR).searchable()
         node = wf.execute(
             task_name,
             workflow,

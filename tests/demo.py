@@ -3,8 +3,9 @@
 Starts the fake ComfyUI and the fake LittleHorse on 127.0.0.1, registers the
 TaskDef and WfSpec with ``main.py register``, runs the real ``main.py worker``,
 sends it a few tasks the way a WfRun would, prints what LittleHorse receives,
-then stops the worker with SIGTERM (a graceful drain). Outputs land in
-``./output/demo``.
+submits a job (a WfRun) with ``main.py submit --wait`` and lists it with
+``main.py jobs``, then stops the worker with SIGTERM (a graceful drain). Outputs
+land in ``./output/demo``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,23 @@ def describe(report: ReportTaskRun) -> str:
     return f"  TASK_FAILED: {report.error.message.strip().splitlines()[-1]}"
 
 
+def show_jobs(env: dict[str, str]) -> None:
+    """``main.py submit --wait`` then ``main.py jobs``, as a user would type them."""
+    for args in (["submit", "smoke", "--param", "color=65280", "--wait"], ["jobs"]):
+        done = subprocess.run(
+            [sys.executable, "main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        print(f"\n$ main.py {' '.join(args)}   (exit {done.returncode})")
+        for line in done.stderr.splitlines():
+            print(f"  {line}")
+        if args[0] == "submit" and done.returncode == 0:
+            result = json.loads(done.stdout)
+            files = ", ".join(o["relative_path"] for o in result["outputs"])
+            print(f"  result JSON on stdout: status {result['status']}, files: {files}")
+        else:
+            print("\n".join(f"  {line}" for line in done.stdout.splitlines()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo (``--output-dir DIR`` to put outputs elsewhere); return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__)
@@ -85,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 guid = uuid.uuid4().hex
                 lh.schedule(TASK, [workflow], wf_run_id="demo", task_guid=guid)
                 print(f"\n{title}:\n{describe(lh.wait_report(guid, timeout_s=60))}")
+            show_jobs(env)
         finally:
             worker.send_signal(signal.SIGTERM)
             code = worker.wait(timeout=60)

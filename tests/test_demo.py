@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_runs_every_task_and_drains(tmp_path: Path):
-    """`python -m tests.demo` gets three successes, two named business errors, and exits 0."""
+    """`python -m tests.demo` gets three successes, two named business errors, a job, and exits 0."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.demo", "--output-dir", str(tmp_path)],
         cwd=ROOT,
@@ -29,4 +29,7 @@ def test_demo_runs_every_task_and_drains(tmp_path: Path):
     assert done.stdout.count("TASK_SUCCESS") == 3
     assert done.stdout.count("TASK_EXCEPTION invalid-workflow") == 2
     assert "did you mean 'color'?" in done.stdout
-    assert len(list(tmp_path.rglob("manifest.json"))) == 3
+    assert len(list(tmp_path.rglob("manifest.json"))) == 4  # three tasks and one job
+    assert "$ main.py submit smoke --param color=65280 --wait   (exit 0)" in done.stdout
+    assert "result JSON on stdout: status success" in done.stdout
+    assert "$ main.py jobs   (exit 0)" in done.stdout and "completed  default  smoke" in done.stdout

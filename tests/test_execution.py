@@ -91,7 +91,9 @@ def test_smoke_run_saves_outputs_and_returns_the_result(
     assert comfy.submitted == [prompt_id] and result.prompt_id == prompt_id
     [out] = result.outputs
     assert out.node_id == "3" and out.key == "images" and out.comfy_type == "output"
-    assert out.path == str(Path(settings.output_location) / "runs/one" / out.subfolder / out.filename)
+    assert out.path == str(
+        Path(settings.output_location) / "runs/one" / out.subfolder / out.filename
+    )
     assert out.size_bytes == Path(out.path).stat().st_size and out.sha256 == sha(out.path)
     assert out.media_type == "image/png"
     assert set(result.timings_ms.model_dump()) == {
@@ -492,8 +494,8 @@ def new_comfy(tmp_path: Path):
 
 def test_the_newest_comfyui_runs_the_same_tasks(new_comfy: FakeComfyUI, tmp_path: Path):
     """Against a 0.38 server the worker learns the jobs API and a run succeeds."""
-    new_comfy.execution_time_s = 0.5  # long enough that the waiter checks liveness once
-    settings = make_settings(new_comfy.base_url, tmp_path / "out")
+    new_comfy.execution_time_s = 0.5  # long enough that the waiter checks liveness
+    settings = make_settings(new_comfy.base_url, tmp_path / "out", COMFYUI_POLL_INTERVAL_SEC="0.1")
     with Runner(settings) as r:
         result = r.run(request(smoke(color=37)))
         assert r.server.jobs_api and r.server.version == "0.38.0"

@@ -19,9 +19,9 @@ from littlehorse.model import TaskStatus
 from comfyui_worker.lh_worker import prompt_id_for
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
+from fakes.seaweed import SeaweedS3
 from tests.conftest import wait_until
 from tests.graphs import smoke
-from tests.seaweed import SeaweedS3
 from tests.test_lh_worker import TASK, WorkerProcess
 from tests.test_storage import objects, s3_env
 

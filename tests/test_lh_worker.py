@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,7 @@ def test_health_endpoints_reflect_comfyui_and_count_tasks(
     assert run_task(lh, smoke(9)).status == TaskStatus.TASK_SUCCESS
     assert httpx.get(f"{base}/healthz").status_code == 200
     assert httpx.get(f"{base}/readyz").json() == {
+        "warmup": "ok",
         "comfyui": "ok",
         "output": "ok",
         "littlehorse": "ok",
@@ -550,3 +551,97 @@ def test_stopping_the_wfrun_cancels_the_prompt(
         "the attempt's exception",
     )
     assert attempt.exception.name == "execution-interrupted"
+
+
+# --- prefetch and warm start ------------------------------------------------------------
+
+
+def test_with_prefetch_the_next_prompt_waits_in_comfyui(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """WORKER_PREFETCH=1: task 2's prompt is queued while task 1 runs; its deadline starts late."""
+    comfy.execution_time_s = 2
+    spawn(WORKER_PREFETCH="1", COMFYUI_HISTORY_TIMEOUT_SEC="3")
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    p1, p2 = prompt_id_for("wf-p1", first, 0), prompt_id_for("wf-p2", second, 0)
+    lh.schedule(TASK, [smoke(70)], wf_run_id="wf-p1", task_guid=first)
+    wait_until(lambda: p1 in comfy.submitted, timeout_s=30)
+    lh.schedule(TASK, [smoke(71)], wf_run_id="wf-p2", task_guid=second)
+    wait_until(lambda: p2 in comfy.submitted, timeout_s=30)
+    assert p1 not in comfy.finish_times  # queued behind the running prompt, not after it
+    for guid in (first, second):  # 2 s queued + 2 s running > 3 s: the deadline counts from start
+        assert lh.wait_report(guid, timeout_s=30).status == TaskStatus.TASK_SUCCESS
+    assert comfy.executed == [p1, p2]
+
+
+def test_sigterm_with_prefetch_hands_back_the_prompt_that_has_not_started(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """The queued prompt leaves ComfyUI's queue and its task goes back at once; the running one ends."""
+    comfy.execution_time_s = 3
+    worker = spawn(WORKER_PREFETCH="1")
+    running, queued = uuid.uuid4().hex, uuid.uuid4().hex
+    lh.schedule(TASK, [smoke(72)], wf_run_id="wf-run", task_guid=running)
+    wait_until(lambda: prompt_id_for("wf-run", running, 0) in comfy.submitted, timeout_s=30)
+    lh.schedule(TASK, [smoke(73)], wf_run_id="wf-queued", task_guid=queued)
+    p_queued = prompt_id_for("wf-queued", queued, 0)
+    wait_until(lambda: p_queued in comfy.submitted, timeout_s=30)
+    worker.proc.send_signal(signal.SIGTERM)
+    handed_back = lh.wait_report(queued, timeout_s=10)
+    assert handed_back.status == TaskStatus.TASK_FAILED
+    assert "worker-shutting-down" in handed_back.error.message and p_queued in comfy.deleted
+    assert worker.stop(signal.SIGTERM) == 0, worker.logs()
+    assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
+    assert comfy.executed == [prompt_id_for("wf-run", running, 0)]
+
+
+def test_a_worker_killed_with_two_prompts_in_comfyui_loses_nothing(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+):
+    """Both prompts (running and queued) are adopted by their retries; each runs once."""
+    comfy.execution_time_s = 2
+    first = spawn(WORKER_PREFETCH="1")
+    guids = [uuid.uuid4().hex, uuid.uuid4().hex]
+    prompts = [prompt_id_for(f"wf-k{n}", guid, 0) for n, guid in enumerate(guids)]
+    def submitted(prompt_id: str) -> Callable[[], bool]:
+        return lambda: prompt_id in comfy.submitted
+
+    for n, (guid, prompt) in enumerate(zip(guids, prompts, strict=True)):
+        lh.schedule(TASK, [smoke(74 + n)], wf_run_id=f"wf-k{n}", task_guid=guid)
+        wait_until(submitted(prompt), timeout_s=30)
+    first.stop(signal.SIGKILL)
+    spawn(WORKER_PREFETCH="1")
+    for n, guid in enumerate(guids):
+        lh.schedule(TASK, [smoke(74 + n)], wf_run_id=f"wf-k{n}", task_guid=guid, attempt_number=1)
+    for n, guid in enumerate(guids):
+        report = lh.wait_report(guid, 1, timeout_s=30)
+        assert report.status == TaskStatus.TASK_SUCCESS, report
+        assert json.loads(report.output.json_obj)["prompt_id"] == prompts[n]
+    assert comfy.submitted == prompts and sorted(comfy.executed) == sorted(prompts)
+
+
+def test_the_warm_up_runs_before_any_task(
+    lh: FakeLittleHorse, worker_env: dict[str, str], comfy: FakeComfyUI, tmp_path: Path
+):
+    """WORKER_WARMUP_WORKFLOW runs first, keeps no outputs, and readiness waits for it."""
+    comfy.execution_time_s = 3  # a warm-up long enough to be seen not ready
+    port = free_port()
+    env = {
+        **worker_env,
+        "WORKER_WARMUP_WORKFLOW": "smoke",
+        "WORKER_HTTP_PORT": str(port),
+        "WORKER_HTTP_HOST": "127.0.0.1",
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        lh.wait_task_def(TASK)
+        guid = uuid.uuid4().hex
+        lh.schedule(TASK, [smoke(76)], wf_run_id="wf-warm", task_guid=guid)
+        wait_until(lambda: readyz(port).get("warmup", "ok") != "ok", timeout_s=30)
+        assert lh.wait_report(guid, timeout_s=30).status == TaskStatus.TASK_SUCCESS
+        warm, task = comfy.executed
+        assert task == prompt_id_for("wf-warm", guid, 0) and warm != task
+        assert readyz(port)["warmup"] == "ok"
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["wf-warm"]
+    finally:
+        worker.stop()

@@ -21,8 +21,8 @@ from comfyui_worker.errors import ConfigError, OutputRejectedError, OutputStorag
 from comfyui_worker.execution import Runner
 from comfyui_worker.objstore import RECORDS, ObjectStore
 from fakes.comfyui import FakeComfyUI
+from fakes.seaweed import CuttingProxy, SeaweedS3, free_ports
 from tests.conftest import make_request, make_settings
-from tests.seaweed import CuttingProxy, SeaweedS3, free_ports
 
 # A real S3 server (SeaweedFS) per session, and 200 MB uploads.
 pytestmark = pytest.mark.slow

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from comfyui_worker import errors
+from comfyui_worker.jobsettings import JobsSettings, UiSettings
 from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.task_input import task_input_json_schema
 
@@ -18,7 +19,9 @@ TASK_INPUT = (ROOT / "docs" / "task-input.md").read_text()
 def test_every_setting_is_documented():
     """Each environment variable the settings read appears in the configuration table."""
     aliases = [
-        f.alias for cls in (ComfySettings, WorkerSettings) for f in cls.model_fields.values()
+        f.alias
+        for cls in (ComfySettings, WorkerSettings, JobsSettings, UiSettings)
+        for f in cls.model_fields.values()
     ]
     missing = [a for a in aliases if f"| `{a}` |" not in README]
     assert missing == []

@@ -17,9 +17,9 @@ from comfyui_worker.storage import open_store
 from comfyui_worker.store import LocalStore
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
+from fakes.seaweed import SeaweedS3
 from tests.conftest import make_settings, wait_until
 from tests.graphs import smoke
-from tests.seaweed import SeaweedS3
 from tests.test_lh_worker import TASK, WorkerProcess, free_port, readyz
 
 

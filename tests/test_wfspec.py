@@ -11,7 +11,7 @@ import pytest
 from littlehorse import create_task_def, create_workflow_spec, to_variable_value
 from littlehorse.config import LHConfig
 from littlehorse.exceptions import LHTaskException
-from littlehorse.model import LHStatus, ListNodeRunsRequest, RunWfRequest
+from littlehorse.model import LHStatus, ListNodeRunsRequest, RunWfRequest, VariableType
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
 from comfyui_worker.settings import DeadlineSettings
@@ -127,3 +127,15 @@ def test_the_timeout_covers_a_parked_task():
     """A claimed task may wait a whole execution before its own: (slots + 1) budgets."""
     assert task_timeout_s(DEADLINES, slots=1) == 2 * (60 + 300)
     assert task_timeout_s(DEADLINES, slots=2) == 3 * (60 + 300)
+
+
+def test_retry_of_is_an_optional_searchable_string():
+    """retry_of records what a job retries; searchable, so LittleHorse lists a job's retries."""
+    spec = build_workflow(DEADLINES, TASK).compile()
+    variables = {
+        v.var_def.name: v for v in spec.thread_specs[spec.entrypoint_thread_name].variable_defs
+    }
+    assert list(variables) == ["workflow", "result", "retry_of"]
+    retry_of = variables["retry_of"]
+    assert retry_of.searchable and not retry_of.required
+    assert retry_of.var_def.type_def.primitive_type == VariableType.STR

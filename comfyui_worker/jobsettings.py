@@ -1,0 +1,116 @@
+"""Settings of the job commands and the jobs page, read with ``settings.load``.
+
+The job side needs no ComfyUI: only the templates (to build a submission), where the
+worker saves outputs (to read them back for ``--download`` and the page), and for the
+page its address and token. The output and store variables are the worker's own, so
+one environment serves both. A page reachable from other machines must have a token:
+a non-loopback ``WORKER_UI_HOST`` without ``WORKER_UI_TOKEN`` is refused at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from comfyui_worker.settings import TASK_NAME_PATTERN, _EnvSettings
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class JobsSettings(_EnvSettings):
+    """Templates to submit, and the worker's output location to read outputs back."""
+
+    workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
+    output_dir: Path | None = Field(None, alias="COMFYUI_OUTPUT_DIR")
+    output_url: str | None = Field(None, alias="WORKER_OUTPUT_URL")
+    aws_access_key_id: SecretStr | None = Field(None, alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(None, alias="AWS_SECRET_ACCESS_KEY")
+    aws_session_token: SecretStr | None = Field(None, alias="AWS_SESSION_TOKEN")
+    aws_region: str | None = Field(None, alias="AWS_REGION")
+    aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+
+    @property
+    def output_location(self) -> str | None:
+        """Where the worker saves outputs: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR."""
+        if self.output_url:
+            return self.output_url
+        return None if self.output_dir is None else str(self.output_dir)
+
+    def store_config(self) -> dict[str, str]:
+        """The object store's credentials and endpoint, as the worker passes them."""
+        values = {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": self.aws_session_token,
+            "AWS_REGION": self.aws_region,
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+        }
+        return {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in values.items()
+            if value is not None
+        }
+
+
+class UiSettings(_EnvSettings):
+    """Where the jobs page listens, who may use it, and which lanes it shows."""
+
+    host: str = Field("127.0.0.1", min_length=1, alias="WORKER_UI_HOST")
+    port: int = Field(8090, ge=0, le=65535, alias="WORKER_UI_PORT")
+    token: SecretStr | None = Field(None, alias="WORKER_UI_TOKEN")
+    lanes: Annotated[tuple[str, ...], NoDecode] = Field((), alias="WORKER_UI_LANES")
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """A guessable token is no protection: at least 16 characters."""
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _split_lanes(cls, value: Any) -> Any:
+        """A comma-separated list of lane names (``urgent,batch``)."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("lanes")
+    @classmethod
+    def _kebab_lanes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Lane names become parts of TaskDef and WfSpec names."""
+        bad = [lane for lane in value if not _is_name(lane)]
+        if bad:
+            raise ValueError(f"lane names must be kebab-case, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> UiSettings:
+        """Anyone on the network could submit and cancel jobs: require a token there."""
+        if self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"WORKER_UI_HOST: {self.host} is reachable from other machines; "
+                "set WORKER_UI_TOKEN too, or bind to 127.0.0.1"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_name(value: str) -> bool:
+    return re.fullmatch(TASK_NAME_PATTERN, value) is not None

@@ -1,0 +1,209 @@
+"""The jobs page in a real browser (Playwright + Debian's Chromium), over the whole stack.
+
+``main.py ui`` and ``main.py worker`` run as subprocesses against the fake LittleHorse
+and a fake ComfyUI. Each view is saved as a screenshot under ``$TEST_ARTIFACTS_DIR``
+(default ``test-artifacts/``) and checked not to be blank.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from comfyui_worker.lh_worker import prompt_id_for
+from fakes.comfyui import FakeComfyUI
+from tests.conftest import wait_until
+from tests.graphs import PNG_1PX_BASE64
+from tests.stack import ROOT, Stack
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "browser-test-token-0123456789"
+TASK = "execute-comfyui-workflow"
+WAIT_MS = 60_000
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where screenshots go: $TEST_ARTIFACTS_DIR, or test-artifacts/ (gitignored)."""
+    directory = Path(os.environ.get("TEST_ARTIFACTS_DIR") or ROOT / "test-artifacts") / "webui"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def page_url(comfy: FakeComfyUI, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
+    """The stack with a worker, and ``main.py ui`` (token-protected) serving the page."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    with Stack(tmp_path) as stack:
+        stack.register()
+        stack.worker(comfy)
+        ui = subprocess.Popen(
+            [sys.executable, "main.py", "ui"],
+            cwd=ROOT,
+            env={**stack.env, "WORKER_UI_PORT": "0", "WORKER_UI_TOKEN": TOKEN},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert ui.stdout is not None
+            line = ui.stdout.readline()
+            assert line.startswith("jobs page at http://127.0.0.1:"), line
+            stack.wait_polling(TASK)
+            yield stack, line.split(" at ", 1)[1].strip()
+        finally:
+            ui.terminate()
+            assert ui.wait(timeout=30) == 0
+
+
+def screenshot(page, artifacts: Path, name: str) -> None:
+    """Save the whole page and check the picture has real content (many colours)."""
+    path = artifacts / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 16, f"{path} looks blank ({len(colours)} colours)"
+
+
+def submitted_id(page, pattern: str, known: list[str]) -> str:
+    """The id of a job the page newly announced in its live region (not one in ``known``)."""
+    handle = page.wait_for_function(
+        """([pattern, known]) => {
+            const match = document.getElementById("announce").textContent.match(new RegExp(pattern));
+            return match && !known.includes(match[1]) ? match[1] : null;
+        }""",
+        arg=[pattern, known],
+        timeout=WAIT_MS,
+    )
+    job_id = str(handle.json_value())
+    known.append(job_id)
+    return job_id
+
+
+def card(page, job_id: str):
+    return page.locator(f'li[data-job="{job_id}"]')
+
+
+def test_submit_fail_retry_and_cancel_from_the_page(
+    page_url, comfy: FakeComfyUI, artifacts, tmp_path
+):
+    """Sign in, submit with an image (done, thumbnail), see a node error, retry it, cancel a running job."""
+    from playwright.sync_api import expect, sync_playwright
+
+    stack, url = page_url
+    image = tmp_path / "input.png"
+    image.write_bytes(base64.b64decode(PNG_1PX_BASE64))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        errors: list[str] = []
+        seen: list[str] = []
+        page.on(
+            "console", lambda message: errors.extend([message.text] * (message.type == "error"))
+        )
+        page.goto(url)
+
+        # Sign in: the token sets the session cookie the thumbnails need too.
+        expect(page.get_by_label("Access token (WORKER_UI_TOKEN)")).to_be_focused()
+        screenshot(page, artifacts, "0-sign-in")
+        page.get_by_label("Access token (WORKER_UI_TOKEN)").fill(TOKEN)
+        page.keyboard.press("Enter")
+        expect(page.locator("#app")).to_be_visible()
+        unlabelled = page.evaluate(
+            "() => [...document.querySelectorAll('input, select')]"
+            ".filter(e => !e.labels || !e.labels.length).map(e => e.id)"
+        )
+        assert unlabelled == []
+
+        # A template with an uploaded image runs to Done, with its thumbnail.
+        page.get_by_label("Template").select_option("image_resize")
+        page.get_by_label("width").fill("32")
+        page.get_by_label("height").fill("32")
+        page.get_by_label("image").set_input_files(str(image))
+        page.get_by_role("button", name="Submit job").click()
+        done_id = submitted_id(page, r"Job (\S+) submitted", seen)
+        page.get_by_role("tab", name="Done").click()
+        expect(card(page, done_id).locator(".status")).to_have_text("completed", timeout=WAIT_MS)
+        thumbnail = card(page, done_id).locator("img")
+        expect(thumbnail).to_be_visible()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle()
+        )
+        assert len(comfy.uploads) == 1
+        screenshot(page, artifacts, "1-done")
+
+        # A node raising in ComfyUI: the Failed tab names the node.
+        comfy.fail_node("ImageBlur", message="boom")
+        page.get_by_label("Template").select_option("smoke")
+        page.get_by_label("color").fill("4242")
+        page.get_by_role("button", name="Submit job").click()
+        failed_id = submitted_id(page, r"Job (\S+) submitted", seen)
+        page.get_by_role("tab", name="Failed").click()
+        failed = card(page, failed_id)
+        expect(failed.locator(".error")).to_contain_text("execution-failed", timeout=WAIT_MS)
+        expect(failed).to_contain_text("2 (ImageBlur)")
+        expect(failed).to_contain_text("boom")
+        failed.get_by_text("Attempts, trail and input").click()  # the error trace, per attempt
+        expect(failed.locator("pre").first).to_contain_text(
+            "failed: execution-failed", timeout=WAIT_MS
+        )
+        screenshot(page, artifacts, "2-failed")
+
+        # Retry it: a new job, recorded as its retry, reaches Done.
+        comfy.clear_failures()
+        failed.get_by_role("button", name="Retry").click()
+        retry_id = submitted_id(page, rf"Retry of {failed_id} submitted as (\S+)", seen)
+        page.get_by_role("tab", name="Done").click()
+        retried = card(page, retry_id)
+        expect(retried.locator(".status")).to_have_text("completed", timeout=WAIT_MS)
+        expect(retried).to_contain_text(f"Retry of{failed_id}")
+        screenshot(page, artifacts, "3-retried")
+
+        # Cancel a running job: the worker interrupts its prompt; it shows as cancelled.
+        comfy.execution_time_s = 9  # 3 s per node: long enough to be caught running
+        page.get_by_label("color").fill("777")
+        page.get_by_role("button", name="Submit job").click()
+        long_id = submitted_id(page, r"Job (\S+) submitted", seen)
+        prompt_id = prompt_id_for(long_id, "0-1", 0)
+        page.get_by_role("tab", name="Queued/Running").click()
+        running = card(page, long_id)
+        expect(running.locator(".status")).to_have_text("running", timeout=WAIT_MS)
+        wait_until(lambda: prompt_id in comfy.submitted, timeout_s=30)
+        screenshot(page, artifacts, "4-running")
+        running.get_by_role("button", name="Cancel").click()
+        page.get_by_role("tab", name="Failed").click()
+        expect(card(page, long_id).locator(".status")).to_have_text("cancelled", timeout=WAIT_MS)
+        wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=30)
+        screenshot(page, artifacts, "5-cancelled")
+
+        # The tabs follow the keyboard (arrow keys, Home, End).
+        page.get_by_role("tab", name="Failed").focus()
+        page.keyboard.press("ArrowLeft")
+        expect(page.get_by_role("tab", name="Done")).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_role("tab", name="Done")).to_be_focused()
+        page.keyboard.press("Home")
+        expect(page.get_by_role("tab", name="Queued/Running")).to_have_attribute(
+            "aria-selected", "true"
+        )
+        browser.close()
+    assert errors == []
+    assert stack.lh.wf_run(retry_id) is not None
