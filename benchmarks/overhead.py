@@ -1,9 +1,10 @@
 """Item 1: what Runner.run adds on top of ComfyUI's own execution time, per task.
 
 ``overhead = wall(Runner.run) - (ComfyUI finished - ComfyUI started)`` over sequential
-zero-time smoke tasks. The part before ComfyUI starts (validate, adopt check, preflight,
-POST /prompt) and the part after it finishes (detection, download, manifest) are
-reported too, so a miss points at its phase.
+zero-time smoke tasks, each a task's first attempt (``fresh``: nothing to adopt, so no
+adoption check; a retry adds one /queue and one /history per earlier prompt). The part
+before ComfyUI starts (validate, preflight, POST /prompt) and the part after it finishes
+(detection, download, manifest) are reported too, so a miss points at its phase.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def measure(target: Target, work_dir: Path, tasks: int, *, fsync: bool) -> dict[
         for i in range(WARMUP + tasks):
             prompt_id = str(uuid.uuid4())
             request = RunRequest(
-                graph=target.graph(prefix), prompt_id=prompt_id, run_key=f"task-{i}"
+                graph=target.graph(prefix), prompt_id=prompt_id, run_key=f"task-{i}", fresh=True
             )
             start = time.monotonic()
             runner.run(request)

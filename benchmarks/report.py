@@ -266,7 +266,7 @@ def _through_lh(out: _Table, lh: Results) -> None:
             goal,
         )
         out.add(
-            "  ratio to the limit (p50), throughput",
+            "  ratio to limit (p50, limit >= 1 ms), rate",
             f"{run['ratio_to_limit_p50']:.1f}x, {run['tasks_per_s']:.1f} tasks/s",
         )
     out.add("limit: ComfyUI's own gap, queued p50/p95", _ms(limit, "p50", "p95"))

@@ -33,6 +33,7 @@ from comfyui_worker.lh_worker import prompt_id_for
 from fakes.littlehorse import FakeLittleHorse
 
 TASK = "execute-comfyui-workflow"
+RESOLUTION_MS = 1.0  # ComfyUI's history timestamps are whole milliseconds
 WARMUP = 3
 
 
@@ -45,7 +46,7 @@ def measure(target: Target, work_dir: Path, tasks: int) -> dict[str, Any]:
                 target, client, work_dir, tasks, prefetch
             )
         results["queued_limit"] = _queued(target, client, tasks)
-    limit = max(results["queued_limit"]["gap_to_started"]["p50_ms"], 0.5)
+    limit = max(results["queued_limit"]["gap_to_started"]["p50_ms"], RESOLUTION_MS)
     for prefetch in (0, 1):
         gap = results[f"prefetch_{prefetch}"]["gap_to_started"]["p50_ms"]
         results[f"prefetch_{prefetch}"]["ratio_to_limit_p50"] = gap / limit

@@ -10,8 +10,9 @@ deletes early copies /history does not list. Any failure here is left to that pa
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -21,6 +22,7 @@ from comfyui_worker.outputs import RESERVED, OutputRef, collect, relative_key
 from comfyui_worker.store import Stored
 
 log = structlog.get_logger("comfyui_worker.early")
+T = TypeVar("T")
 
 
 class EarlySaver:
@@ -35,7 +37,15 @@ class EarlySaver:
         self._pool: ThreadPoolExecutor | None = None
 
     def offer(self, kind: str, data: dict[str, Any]) -> None:
-        """A WebSocket event for the prompt: start saving an ``executed`` node's files."""
+        """A WebSocket event for the prompt: start saving an ``executed`` node's files.
+
+        ``execution_start`` readies the run location meanwhile, so neither the first
+        early save nor the final pass waits for it.
+        """
+        if kind == "execution_start":
+            with self._lock:
+                self._on_pool(self._prepare)
+            return
         if kind != "executed" or not isinstance(data.get("output"), dict):
             return
         node = str(data.get("node") or data.get("display_node") or "?")
@@ -53,9 +63,19 @@ class EarlySaver:
             if identity in self._futures or key in self._keys or key in RESERVED:
                 return
             self._keys.add(key)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-save")
-            self._futures[identity] = self._pool.submit(self._save, ref, key)
+            self._futures[identity] = self._on_pool(self._save, ref, key)
+
+    def _on_pool(self, call: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``call`` on the run's one early-save thread (the caller holds the lock)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-save")
+        return self._pool.submit(call, *args)
+
+    def _prepare(self) -> None:
+        try:
+            self.downloader.prepare()
+        except ComfyWorkerError as exc:  # the final pass meets it again and fails the run
+            log.info("comfy.early_prepare_failed", error=exc.name, message=exc.message)
 
     def _save(self, ref: OutputRef, key: str) -> tuple[str, Stored] | None:
         try:

@@ -30,15 +30,24 @@ ProgressCallback = Callable[[str, dict[str, Any]], None]
 
 
 class Watch:
-    """One waiter's interest in one prompt: a wake-up flag plus a progress callback."""
+    """One waiter's interest in one prompt: a wake-up flag plus a progress callback.
+
+    ``own``: we just submitted the prompt with this socket's client id, after the watch
+    was registered, so its own terminal event will arrive; queue changes (other
+    prompts) need not wake it. An adopted prompt reports to its submitter's socket,
+    so for it a queue change is the only sign it may have finished.
+    """
 
     def __init__(
         self,
         prompt_id: str,
         on_event: ProgressCallback | None,
         connected: Callable[[], bool] = lambda: False,
+        *,
+        own: bool = False,
     ) -> None:
         self.prompt_id = prompt_id
+        self.own = own
         self.on_event = on_event
         self.connected = connected
         self._terminal = threading.Event()
@@ -62,6 +71,11 @@ class Watch:
     def wake(self) -> None:
         """Make the waiter look at /history now."""
         self._wake.set()
+
+    def queue_changed(self) -> None:
+        """Another prompt was queued, started or finished: look, unless the events are ours."""
+        if not self.own:
+            self.wake()
 
     def wait(self, timeout_s: float) -> bool:
         """Sleep until woken or the timeout passes; True if woken."""
@@ -127,9 +141,11 @@ class EventStream:
             self._thread.join(timeout=5)
 
     @contextmanager
-    def watch(self, prompt_id: str, on_event: ProgressCallback | None = None) -> Iterator[Watch]:
+    def watch(
+        self, prompt_id: str, on_event: ProgressCallback | None = None, *, own: bool = False
+    ) -> Iterator[Watch]:
         """Register interest in ``prompt_id`` for the duration of the block."""
-        watch = Watch(prompt_id, on_event, lambda: self.connected)
+        watch = Watch(prompt_id, on_event, lambda: self.connected, own=own)
         with self._lock:
             self._watches.setdefault(prompt_id, []).append(watch)
         try:
@@ -207,7 +223,8 @@ class EventStream:
         if kind == "status":  # queue changed: a prompt was queued, started or finished
             if "sid" in data:
                 self._on_registered()
-            self.wake_all()
+            for watch in self._all_watches():
+                watch.queue_changed()
             return
         prompt_id = data.get("prompt_id")
         with self._lock:
@@ -216,11 +233,13 @@ class EventStream:
             watch.deliver(kind, data)
 
     def wake_all(self) -> None:
-        """Wake every waiter (queue changed, socket state changed, or abort)."""
-        with self._lock:
-            watches = [w for group in self._watches.values() for w in group]
-        for watch in watches:
+        """Wake every waiter (socket state changed, or abort)."""
+        for watch in self._all_watches():
             watch.wake()
+
+    def _all_watches(self) -> list[Watch]:
+        with self._lock:
+            return [w for group in self._watches.values() for w in group]
 
 
 def _ws_headers(settings: ComfySettings) -> dict[str, str]:

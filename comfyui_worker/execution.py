@@ -158,7 +158,7 @@ class Runner:
 
     def warm_up(self, request: RunRequest) -> None:
         """Execute a request on ComfyUI and wait for it, keeping none of its outputs."""
-        with self.events.watch(request.prompt_id) as watch:
+        with self.events.watch(request.prompt_id, own=True) as watch:
             self.submitter.submit(request, Clock(), NO_FENCE)
             self._wait(self.local, watch, None)
 
@@ -202,7 +202,8 @@ class Runner:
     ) -> tuple[str, Finished]:
         """Submit (or take over) the prompt and wait for it, watching its events throughout."""
         prompt_id = adopted.prompt_id if adopted is not None else request.prompt_id
-        with server.events.watch(prompt_id, _announcing_start(on_event, say)) as watch:
+        own = adopted is None  # we submit it now, so its events come to our socket
+        with server.events.watch(prompt_id, _announcing_start(on_event, say), own=own) as watch:
             self._active[prompt_id] = server
             try:
                 if adopted is None:

@@ -1,11 +1,12 @@
 """Wait for a submitted prompt: WebSocket wake-ups, /history as truth, /queue for liveness.
 
-Every wake-up (a terminal event for our prompt, a queue change, a socket drop) costs
-one GET /history. Every ``poll_interval_s`` a full tick also reads /queue, so a
-prompt that ComfyUI forgot (restart) is found within ``VANISHED_AFTER_TICKS`` ticks,
-and completions are never missed even with the socket down. While the prompt is
-known to ComfyUI, transient HTTP failures are ridden out up to the deadline: a burst
-of 5xx must not fail a healthy generation. Whatever ends the wait early (deadline,
+Every wake-up (a terminal event for our prompt, a socket drop, and for an adopted
+prompt, whose events go to another socket, a queue change) costs one GET /history.
+Every ``poll_interval_s`` a full tick also reads /queue, so a prompt that ComfyUI
+forgot (restart) is found within ``VANISHED_AFTER_TICKS`` ticks, and completions are
+never missed even with the socket down. While the prompt is known to ComfyUI,
+transient HTTP failures are ridden out up to the deadline: a burst of 5xx must not
+fail a healthy generation. Whatever ends the wait early (deadline,
 shutdown, a cancelled job) frees the GPU first.
 """
 
@@ -83,11 +84,18 @@ class Waiter:
         self._started_at: float | None = None
 
     def run(self) -> Finished:
-        """Block until the prompt is in /history; raise for errors, interrupts, deadline."""
+        """Block until the prompt is in /history; raise for errors, interrupts, deadline.
+
+        For a prompt we just submitted (``watch.own``) with the socket up, its terminal
+        event (or a reconnect's wake-up) will come: a first GET /history would only
+        compete with ComfyUI for the CPU while it executes.
+        """
         next_tick = self._began + self.policy.poll_interval_s  # liveness can wait a tick
         race_pause_s = RACE_RECHECK_S
+        look = not (self.watch.own and self.watch.connected())
         while True:
-            entry = self._ride_out(lambda: self.client.history(self.prompt_id))
+            entry = self._ride_out(self._history) if look else None
+            look = True
             if isinstance(entry, dict):
                 self._let_events_arrive()
                 return Finished(outcome(self.prompt_id, entry), time.monotonic())
@@ -102,6 +110,9 @@ class Waiter:
             if self.watch.terminal_seen:  # finished per the socket; /history lags by a few ms
                 pause, race_pause_s = min(pause, race_pause_s), race_pause_s * 2
             self.watch.wait(max(min(pause, self._deadline() - now), 0.0))
+
+    def _history(self) -> dict[str, Any] | None:
+        return self.client.history(self.prompt_id)
 
     def _deadline(self) -> float:
         if self._started_at is not None:

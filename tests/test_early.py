@@ -70,3 +70,15 @@ def test_an_early_copy_history_does_not_list_is_discarded(
     assert saved.filename == "kept.png" and Path(saved.path).is_file()
     assert not (tmp_path / "out" / "r" / "stray.png").exists()
     assert views(comfy) == 2  # kept.png was not fetched a second time
+
+
+def test_the_run_location_is_readied_when_execution_starts(
+    comfy: FakeComfyUI, settings: ComfySettings, tmp_path: Path
+):
+    """execution_start prepares the run directory, so no save waits for it afterwards."""
+    store = LocalStore(tmp_path / "out", fsync=False).run("r")
+    with Runner(settings) as runner:
+        early = EarlySaver(Downloader(runner.client, store, max_bytes=10**6), include_temp=False)
+        early.offer("execution_start", {"prompt_id": "p"})
+        assert early.finish() == {}
+    assert (tmp_path / "out" / "r").is_dir()

@@ -603,6 +603,7 @@ def test_a_worker_killed_with_two_prompts_in_comfyui_loses_nothing(
     first = spawn(WORKER_PREFETCH="1")
     guids = [uuid.uuid4().hex, uuid.uuid4().hex]
     prompts = [prompt_id_for(f"wf-k{n}", guid, 0) for n, guid in enumerate(guids)]
+
     def submitted(prompt_id: str) -> Callable[[], bool]:
         return lambda: prompt_id in comfy.submitted
 
