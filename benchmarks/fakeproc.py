@@ -2,7 +2,8 @@
 
 The child (``python -m benchmarks.fakeproc ROOT``) prints one JSON line with its URL,
 then answers JSON-line requests on stdin/stdout: ``times`` (its ``received_times``,
-``started_times`` and ``finish_times`` for some prompt ids), ``set`` (a control such as
+``started_times`` and ``finish_times`` for some prompt ids), ``received`` (when one
+prompt arrived, or null), ``set`` (a control such as
 ``execution_time_s``) and ``now`` (its ``time.monotonic()``). Linux's CLOCK_MONOTONIC is
 one clock for every process on the host, so those times compare directly with the
 worker's ``time.monotonic()``; ``clock_check`` verifies it.

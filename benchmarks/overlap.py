@@ -11,19 +11,15 @@ and the gap shrinks to ComfyUI's own.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, WORKFLOWS, big_graph, sleep_graph
+from benchmarks.common import big_graph, sleep_graph
 from benchmarks.fakeproc import FakeProcess
+from benchmarks.lhworker import TASK, running_worker, wait_reports
 from benchmarks.target import next_color
-from benchmarks.through_lh import TASK, _stop, _wait_reports
 from comfyui_worker.lh_worker import prompt_id_for
-from fakes.littlehorse import FakeLittleHorse
 
 SLEEP_S = 3.0
 A_EXECUTION_S = 1.0
@@ -38,38 +34,23 @@ def measure(fake: FakeProcess, work_dir: Path, size: int) -> dict[str, Any]:
 
 
 def _pair(fake: FakeProcess, work_dir: Path, size: int, prefetch: int) -> dict[str, float]:
-    log_path = work_dir / f"overlap-worker-{prefetch}.log"
-    with FakeLittleHorse() as lh, log_path.open("ab") as log:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            **lh.env(),
-            "COMFYUI_BASE_URL": fake.base_url,
-            "COMFYUI_OUTPUT_DIR": str(work_dir / f"overlap-out-{prefetch}"),
-            "COMFYUI_WORKFLOWS_DIR": str(WORKFLOWS),
-            "COMFYUI_MAX_OUTPUT_BYTES": str(size * 2),
-            "WORKER_PREFETCH": str(prefetch),
-            "WORKER_HTTP_PORT": "0",
-            "WORKER_LOG_LEVEL": "warning",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "main.py", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    out_dir, log_path = work_dir / f"overlap-out-{prefetch}", work_dir / f"overlap-{prefetch}.log"
+    env = {"COMFYUI_MAX_OUTPUT_BYTES": str(size * 2), "WORKER_PREFETCH": str(prefetch)}
+    with running_worker(fake.base_url, out_dir, log_path, **env) as lh:
+        tag = uuid.uuid4().hex[:8]
+        big = ("wf-big-" + tag, uuid.uuid4().hex)
+        after = ("wf-after-" + tag, uuid.uuid4().hex)
+        fake.set("execution_time_s", A_EXECUTION_S)  # B has time to queue up behind A
         try:
-            lh.wait_polling(timeout_s=60)
-            tag = uuid.uuid4().hex[:8]
-            big = ("wf-big-" + tag, uuid.uuid4().hex)
-            after = ("wf-after-" + tag, uuid.uuid4().hex)
             graph_a = big_graph(size, f"bench/overlap-{tag}")
-            fake.set("execution_time_s", A_EXECUTION_S)  # B has time to queue up behind A
             lh.schedule(TASK, [graph_a], wf_run_id=big[0], task_guid=big[1])
             fake.wait_received(prompt_id_for(*big, 0))
             graph_b = sleep_graph(next_color(), SLEEP_S)
             lh.schedule(TASK, [graph_b], wf_run_id=after[0], task_guid=after[1])
-            _wait_reports(lh, [big[1], after[1]], timeout_s=120)
-            report = next(r for r in lh.reports if r.task_run_id.task_guid == big[1])
+            wait_reports(lh, [big[1], after[1]], timeout_s=120)
         finally:
             fake.set("execution_time_s", 0.0)
-            _stop(proc)
+        report = next(r for r in lh.reports if r.task_run_id.task_guid == big[1])
     download_ms = json.loads(report.output.json_obj)["timings_ms"]["downloading"]
     times = fake.times([prompt_id_for(*big, 0), prompt_id_for(*after, 0)])
     a, b = times[prompt_id_for(*big, 0)], times[prompt_id_for(*after, 0)]

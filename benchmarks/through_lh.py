@@ -14,25 +14,19 @@ when its queue is never empty. Run for ``WORKER_PREFETCH`` 0 and 1, in one run.
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from littlehorse.model import TaskStatus
-
-from benchmarks.common import ROOT, WORKFLOWS, settings_for, summary_ms
+from benchmarks.common import settings_for, summary_ms
 from benchmarks.fakeproc import PromptTimes
+from benchmarks.lhworker import TASK, running_worker, wait_reports
 from benchmarks.target import Target
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.lh_worker import prompt_id_for
 from fakes.littlehorse import FakeLittleHorse
 
-TASK = "execute-comfyui-workflow"
 RESOLUTION_MS = 1.0  # ComfyUI's history timestamps are whole milliseconds
 WARMUP = 3
 
@@ -56,33 +50,13 @@ def measure(target: Target, work_dir: Path, tasks: int) -> dict[str, Any]:
 def _through_worker(
     target: Target, client: ComfyClient, work_dir: Path, tasks: int, prefetch: int
 ) -> dict[str, Any]:
-    log_path = work_dir / f"lh-worker-prefetch{prefetch}.log"
-    with FakeLittleHorse() as lh, log_path.open("ab") as log:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            **lh.env(),
-            "COMFYUI_BASE_URL": target.base_url,
-            "COMFYUI_OUTPUT_DIR": str(work_dir / f"lh-out-{prefetch}"),
-            "COMFYUI_WORKFLOWS_DIR": str(WORKFLOWS),
-            "WORKER_PREFETCH": str(prefetch),
-            "WORKER_HTTP_PORT": "0",
-            "WORKER_LOG_LEVEL": "warning",
-            "WORKER_LOG_FORMAT": "json",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "main.py", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        try:
-            lh.wait_polling(timeout_s=60)
-            _wait_reports(lh, [guid for _, guid in _schedule(lh, target, WARMUP, "warm")], 60)
-            start = time.monotonic()
-            scheduled = _schedule(lh, target, tasks, "bench")
-            _wait_reports(lh, [guid for _, guid in scheduled], timeout_s=60 + tasks)
-            end = time.monotonic()
-        except Exception as exc:
-            raise RuntimeError(f"{exc} (worker log: {log_path})") from exc
-        finally:
-            _stop(proc)
+    out_dir, log_path = work_dir / f"lh-out-{prefetch}", work_dir / f"lh-worker-{prefetch}.log"
+    with running_worker(target.base_url, out_dir, log_path, WORKER_PREFETCH=str(prefetch)) as lh:
+        wait_reports(lh, [guid for _, guid in _schedule(lh, target, WARMUP, "warm")], 60)
+        start = time.monotonic()
+        scheduled = _schedule(lh, target, tasks, "bench")
+        wait_reports(lh, [guid for _, guid in scheduled], timeout_s=60 + tasks)
+        end = time.monotonic()
     prompt_ids = [prompt_id_for(wf, guid, 0) for wf, guid in scheduled]
     figures = _gaps(target.times(client, prompt_ids))
     return {**figures, "elapsed_s": end - start, "tasks_per_s": tasks / (end - start)}
@@ -96,7 +70,7 @@ def _queued(target: Target, client: ComfyClient, tasks: int) -> dict[str, Any]:
             target.fast_graph("bench/queued"), prompt_id=prompt_id, client_id="bench"
         )
     deadline = time.monotonic() + 60 + tasks
-    while any(client.history(pid) is None for pid in prompt_ids[-1:]):
+    while client.history(prompt_ids[-1]) is None:
         if time.monotonic() > deadline:
             raise RuntimeError("queued prompts did not finish")
         time.sleep(0.05)
@@ -120,28 +94,3 @@ def _schedule(lh: FakeLittleHorse, target: Target, count: int, tag: str) -> list
         lh.schedule(TASK, [target.fast_graph("bench/lh")], wf_run_id=wf_run_id, task_guid=guid)
         scheduled.append((wf_run_id, guid))
     return scheduled
-
-
-def _wait_reports(lh: FakeLittleHorse, guids: list[str], timeout_s: float) -> None:
-    wanted = set(guids)
-
-    def done() -> bool:
-        return len({r.task_run_id.task_guid for r in lh.reports} & wanted) == len(wanted)
-
-    lh.wait_for(done, timeout_s, f"{len(wanted)} task reports")
-    failed = [
-        r
-        for r in lh.reports
-        if r.task_run_id.task_guid in wanted and r.status != TaskStatus.TASK_SUCCESS
-    ]
-    if failed:
-        raise RuntimeError(f"{len(failed)} tasks did not succeed, e.g. {failed[0]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from pydantic import AnyHttpUrl
 
-from comfyui_worker.client import ComfyClient, ServerInfo
+from comfyui_worker.client import UNKNOWN_SERVER, ComfyClient, ServerInfo
 from comfyui_worker.errors import TechnicalError
 from comfyui_worker.events import EventStream
 from comfyui_worker.fencing import Submission
@@ -105,7 +105,7 @@ def _peer(settings: ComfySettings, client: ComfyClient) -> Server:
     try:
         info = client.server_info()
     except TechnicalError:
-        info = ServerInfo(version="unknown", jobs_api=False)
+        info = UNKNOWN_SERVER
     events = EventStream(settings).start()
     return Server(client, events, info, settings.base_url_str, owned=True)
 

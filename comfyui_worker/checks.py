@@ -52,7 +52,7 @@ def _guarded(say: Say, what: str, check: Callable[[], str]) -> int:
 def _comfy(comfy: ComfySettings) -> str:
     with ComfyClient(comfy) as client:
         stats = client.system_stats()
-        jobs = client.server_info().jobs_api
+        jobs = client.has_jobs_api()
     system = stats.get("system", {})
     devices = ", ".join(str(d.get("name")) for d in stats.get("devices", [])) or "no devices"
     api = "with the jobs API" if jobs else "without the jobs API"

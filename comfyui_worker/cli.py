@@ -81,11 +81,9 @@ def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _register(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from comfyui_worker import lanes, service  # the SDK and gRPC load only for these commands
+    from comfyui_worker import lanes  # the SDK and gRPC load only for these commands
 
-    if args.lane not in (None, lanes.DEFAULT_LANE):
-        return lanes.register_lane(args.lane, load(DeadlineSettings), settings)
-    return service.register(load(DeadlineSettings), settings)
+    return lanes.register(args.lane, load(DeadlineSettings), settings)
 
 
 def _jobs(args: argparse.Namespace, settings: WorkerSettings) -> int:
@@ -112,7 +110,8 @@ def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
         overrides=pairs(args.set, "--set"),
     )
     structlog.contextvars.bind_contextvars(prompt_id=prompt_id)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
+        signal.signal(signum, _interrupt)
     with Runner(comfy) as runner:
         try:
             result = runner.run(request, on_event=Progress(request.graph))

@@ -28,6 +28,8 @@ from comfyui_worker.transport import Deadline, mapped, mapped_chunks
 
 Graph = dict[str, Any]
 RETRIED = (ComfyUnavailableError, ComfyServerError)
+GATEWAY_TIMEOUT = 504  # a proxy gave up waiting: ComfyUI may still act on the request
+NOT_FOUND = 404
 CHUNK_BYTES = 1024 * 1024  # bigger chunks measured no faster here
 SERVICE = "ComfyUI"
 
@@ -49,6 +51,9 @@ class ServerInfo:
 
     version: str
     jobs_api: bool  # GET /api/jobs/{id} and POST /api/jobs/{id}/cancel (2026 releases)
+
+
+UNKNOWN_SERVER = ServerInfo(version="unknown", jobs_api=False)
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,14 @@ class ComfyClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def retrying(self) -> Any:
-        """The retry policy for a unit of work a caller retries whole (a download)."""
-        return Deadline(float("inf")).retrying(RETRIED, self.settings.http_retries + 1)
+    def deadline(self) -> Deadline:
+        """The overall deadline of one call, retries included (COMFYUI_HTTP_DEADLINE_SEC)."""
+        return Deadline(self.settings.http_deadline_s)
+
+    def retrying(self, deadline: Deadline | None = None) -> Any:
+        """Tries of one unit of work: transient failures retried, within ``deadline`` if given."""
+        deadline = deadline or Deadline(float("inf"))
+        return deadline.retrying(RETRIED, self.settings.http_retries + 1)
 
     # --- prompts -----------------------------------------------------------------
 
@@ -142,15 +152,13 @@ class ComfyClient:
 
     def job_status(self, prompt_id: str) -> str | None:
         """GET /api/jobs/{id}: pending, in_progress, completed, failed, cancelled; None: unknown."""
-        deadline = Deadline(self.settings.http_deadline_s)
-        for attempt in deadline.retrying(RETRIED, self.settings.http_retries + 1):
-            with attempt:
-                timeout = deadline.try_timeout(self.settings.http_timeout_s)
-                response = self._send_once("GET", f"/api/jobs/{prompt_id}", timeout=timeout)
-                if response.status_code == 404:
-                    return None
-                return str(self._json(self._checked(response)).get("status", "unknown"))
-        raise AssertionError("unreachable: stamina re-raises the last error")
+        try:
+            job = self._get_json(f"/api/jobs/{prompt_id}")
+        except ComfyRequestError as exc:  # a 4xx is never retried
+            if exc.details.get("status") == NOT_FOUND:
+                return None
+            raise
+        return str(job.get("status", "unknown"))
 
     def interrupt(self, prompt_id: str) -> None:
         """POST /interrupt for this prompt only (a no-op unless it is running)."""
@@ -182,10 +190,10 @@ class ComfyClient:
         """ComfyUI's version, and whether it serves the jobs API (learned, not assumed)."""
         system = self.system_stats().get("system", {})
         version = str(system.get("comfyui_version", "unknown"))
-        self.jobs_api = self._has_jobs_api()
+        self.jobs_api = self.has_jobs_api()
         return ServerInfo(version=version, jobs_api=self.jobs_api)
 
-    def _has_jobs_api(self) -> bool:
+    def has_jobs_api(self) -> bool:
         """Probe ``GET /api/jobs/{unknown id}``: the route answers JSON, an old server 404s."""
         response = self._send_once("GET", "/api/jobs/00000000-0000-4000-8000-000000000000")
         try:
@@ -238,8 +246,8 @@ class ComfyClient:
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call: tries within the overall deadline, retried on transient failures."""
-        deadline = Deadline(self.settings.http_deadline_s)
-        for attempt in deadline.retrying(RETRIED, self.settings.http_retries + 1):
+        deadline = self.deadline()
+        for attempt in self.retrying(deadline):
             with attempt:
                 timeout = deadline.try_timeout(self.settings.http_timeout_s)
                 return self._checked(self._send_once(method, path, timeout=timeout, **kwargs))
@@ -258,13 +266,16 @@ class ComfyClient:
         if status < 400:
             return response
         where = f"{response.request.method} {response.request.url.path}"
-        kind = ComfyServerError if status >= 500 else ComfyRequestError
-        raise kind(
-            f"ComfyUI answered {status} to {where}: {_snippet(response)}",
-            status=status,
-            url=self.base_url,
-            request=where,
-        )
+        message = f"ComfyUI answered {status} to {where}: {_snippet(response)}"
+        if status >= 500:
+            raise ComfyServerError(
+                message,
+                maybe_delivered=status == GATEWAY_TIMEOUT,
+                status=status,
+                url=self.base_url,
+                request=where,
+            )
+        raise ComfyRequestError(message, status=status, url=self.base_url, request=where)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:

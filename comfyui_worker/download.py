@@ -16,13 +16,11 @@ import structlog
 
 from comfyui_worker.client import ComfyClient
 from comfyui_worker.errors import OutputRejectedError, WorkerShuttingDownError
-from comfyui_worker.outputs import OutputRef, plan
+from comfyui_worker.outputs import FileId, OutputRef, plan
 from comfyui_worker.result import SavedOutput
 from comfyui_worker.store import RunStore, Stored
 
 log = structlog.get_logger("comfyui_worker.download")
-
-Identity = tuple[str, str, str]  # (type, subfolder, filename): one file in ComfyUI
 
 
 class Downloader:
@@ -35,11 +33,13 @@ class Downloader:
         *,
         max_bytes: int,
         abort: threading.Event | None = None,
+        may_reuse: bool = True,
     ) -> None:
         self.client = client
         self.store = store
         self.max_bytes = max_bytes
         self.abort = abort or threading.Event()
+        self.may_reuse = may_reuse  # False: no earlier attempt, so no copy to look for
         self._prepared = False
         self._lock = threading.Lock()
 
@@ -51,7 +51,7 @@ class Downloader:
                 self._prepared = True
 
     def save_all(
-        self, refs: list[OutputRef], early: dict[Identity, tuple[str, Stored]] | None = None
+        self, refs: list[OutputRef], early: dict[FileId, tuple[str, Stored]] | None = None
     ) -> list[SavedOutput]:
         """Plan every destination first (so a bad name fails before any byte), then save.
 
@@ -69,7 +69,7 @@ class Downloader:
                     f"worker shut down after saving {len(done)} of {len(planned)} files"
                 )
             if key not in done:
-                early_copy = (early or {}).get(identity_of(ref))
+                early_copy = (early or {}).get(ref.file_id)
                 if early_copy is not None and early_copy[0] == key:
                     done[key] = (early_copy[1], False)
                 else:
@@ -87,7 +87,7 @@ class Downloader:
 
     def save(self, ref: OutputRef, key: str) -> tuple[Stored, bool]:
         """Reuse an earlier attempt's whole copy, or fetch and store the file."""
-        reused = self.store.reusable(key)
+        reused = self.store.reusable(key) if self.may_reuse else None
         if reused is not None:
             log.info("comfy.output_reused", filename=ref.filename, key=key)
             return reused, True
@@ -123,11 +123,6 @@ class Downloader:
                 filename=ref.filename,
                 size_bytes=size,
             )
-
-
-def identity_of(ref: OutputRef) -> Identity:
-    """Which ComfyUI file a ref names (two nodes may name the same file)."""
-    return (ref.comfy_type, ref.subfolder, ref.filename)
 
 
 def _saved(ref: OutputRef, stored: Stored, reused: bool) -> SavedOutput:

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from comfyui_worker.download import Downloader, Identity, identity_of
+from comfyui_worker.download import Downloader
 from comfyui_worker.errors import ComfyWorkerError
-from comfyui_worker.outputs import RESERVED, OutputRef, collect, relative_key
+from comfyui_worker.outputs import RESERVED, FileId, OutputRef, collect, relative_key
 from comfyui_worker.store import Stored
 
 log = structlog.get_logger("comfyui_worker.early")
@@ -31,7 +31,7 @@ class EarlySaver:
     def __init__(self, downloader: Downloader, *, include_temp: bool) -> None:
         self.downloader = downloader
         self.include_temp = include_temp
-        self._futures: dict[Identity, Future[tuple[str, Stored] | None]] = {}
+        self._futures: dict[FileId, Future[tuple[str, Stored] | None]] = {}
         self._keys: set[str] = set()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -59,7 +59,7 @@ class EarlySaver:
         except ComfyWorkerError:
             return  # an unsafe name: the final pass rejects it with the whole story
         with self._lock:
-            identity = identity_of(ref)
+            identity = ref.file_id
             if identity in self._futures or key in self._keys or key in RESERVED:
                 return
             self._keys.add(key)
@@ -87,7 +87,7 @@ class EarlySaver:
         log.debug("comfy.output_saved_early", key=key)
         return key, stored
 
-    def finish(self) -> dict[Identity, tuple[str, Stored]]:
+    def finish(self) -> dict[FileId, tuple[str, Stored]]:
         """Wait for the saves in flight; return those that succeeded."""
         with self._lock:
             futures = dict(self._futures)

@@ -5,7 +5,8 @@ the metrics label), whether it is ``business`` (the input is at fault: reported 
 an ``LHTaskException`` and never retried) or technical (the environment failed:
 TASK_FAILED, retried by the WfSpec), and the CLI's ``exit_code``. Boundaries read
 these attributes; none of them re-decides. HTTP and gRPC errors become these in
-exactly one place each (``http.py``, ``sdk.py``/``lhapi.py``).
+exactly one place each: HTTP in ``transport.py`` (transport) and ``client.py``
+(statuses), gRPC in ``lhapi.py`` (and ``sdk.py`` for the SDK's own async stub).
 
     ComfyWorkerError
     ├── ConfigError                  configuration-error        exit 3
@@ -139,6 +140,7 @@ class TechnicalError(ComfyWorkerError):
 
     name = "technical-failure"
     exit_code = ExitCode.TECHNICAL
+    maybe_delivered = False  # whether the peer may have acted on the failed request
 
 
 class UnreachableError(TechnicalError):
@@ -162,9 +164,17 @@ class ComfyUnavailableError(UnreachableError):
 
 
 class ComfyServerError(TechnicalError):
-    """ComfyUI answered 5xx (after retries) or something that is not its API."""
+    """ComfyUI answered 5xx (after retries) or something that is not its API.
+
+    ``maybe_delivered``: a proxy's gateway timeout (504) may hide a request ComfyUI is
+    still processing; ComfyUI's own 500 acted on nothing.
+    """
 
     name = "comfyui-server-error"
+
+    def __init__(self, message: str, *, maybe_delivered: bool = False, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.maybe_delivered = maybe_delivered
 
 
 class ComfyRequestError(TechnicalError):
@@ -244,14 +254,7 @@ class InternalError(TechnicalError):
 
 def business_errors() -> list[type[BusinessError]]:
     """Every concrete business error, for WfSpec handlers and docs."""
-    found: list[type[BusinessError]] = []
-    pending: list[type[BusinessError]] = [BusinessError]
-    while pending:
-        cls = pending.pop(0)
-        pending.extend(cls.__subclasses__())
-        if cls is not BusinessError:
-            found.append(cls)
-    return found
+    return [cls for cls in all_errors() if issubclass(cls, BusinessError)]
 
 
 def all_errors() -> list[type[ComfyWorkerError]]:

@@ -17,11 +17,11 @@ import structlog
 
 from comfyui_worker import __version__, adoption
 from comfyui_worker.adoption import Adopted, Server
-from comfyui_worker.client import ComfyClient, ServerInfo
+from comfyui_worker.client import UNKNOWN_SERVER, ComfyClient, ServerInfo
 from comfyui_worker.download import Downloader
 from comfyui_worker.early import EarlySaver
 from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError
-from comfyui_worker.events import EventStream, ProgressCallback, Watch
+from comfyui_worker.events import TERMINAL, EventStream, ProgressCallback, Watch
 from comfyui_worker.fencing import Fence, NoFence
 from comfyui_worker.outputs import MANIFEST, collect
 from comfyui_worker.result import ComfyInfo, RunResult, Timings
@@ -30,12 +30,18 @@ from comfyui_worker.storage import open_store
 from comfyui_worker.store import OutputStore, RunStore
 from comfyui_worker.submission import Clock, Submitter
 from comfyui_worker.tasks import RunRequest
-from comfyui_worker.waiting import Finished, StopCheck, Waiter, WaitPolicy, cancel
+from comfyui_worker.waiting import (
+    Finished,
+    StopCheck,
+    Waiter,
+    WaitPolicy,
+    cancel,
+    history_messages,
+)
 
 log = structlog.get_logger("comfyui_worker.execution")
 
 Trail = Callable[[str], None]
-UNKNOWN_SERVER = ServerInfo(version="unknown", jobs_api=False)
 NO_FENCE = NoFence()
 
 
@@ -101,9 +107,11 @@ class Runner:
         )
         return self.local.info
 
-    @property
-    def server(self) -> ServerInfo:
-        """The last known server facts; never a request on a task's path once learned."""
+    def known_server(self) -> ServerInfo:
+        """The last known server facts, learned now if not yet; never raises.
+
+        Called at start and before each run, so a task's path never asks once learned.
+        """
         if not self._learned:
             try:
                 return self.learn_server()
@@ -130,14 +138,16 @@ class Runner:
         """Execute ``request`` end to end and return the result (also saved as manifest)."""
         say = trail or _silent
         clock = Clock()
-        self.server  # noqa: B018  # learned before the run, never on its critical path
-        adopted = self._adopt(request, fence)
+        self.known_server()
+        earlier = _may_have_earlier(request, fence)
+        adopted = self._adopt(request, fence) if earlier else None
         server = adopted.server if adopted is not None else self.local
         downloader = Downloader(
             server.client,
             self.store.run(request.run_key),
             max_bytes=self.settings.max_output_bytes,
             abort=self._abort,
+            may_reuse=earlier,
         )
         early = EarlySaver(downloader, include_temp=self.settings.include_temp_outputs)
         events = _both(on_event, early.offer)
@@ -175,12 +185,7 @@ class Runner:
     # --- steps ---------------------------------------------------------------------
 
     def _adopt(self, request: RunRequest, fence: Fence) -> Adopted | None:
-        """An earlier attempt's prompt, here first, then on a peer that ran it.
-
-        A fresh task (first attempt, nothing recorded) cannot have one: no round trip.
-        """
-        if request.fresh and not fence.earlier:
-            return None
+        """An earlier attempt's prompt, here first, then on a peer that ran it."""
         own_url = self.settings.advertised_url
         recorded_here = [s.prompt_id for s in fence.earlier if s.comfyui_url == own_url]
         candidates = list(dict.fromkeys([*request.earlier_prompt_ids, *recorded_here]))
@@ -284,6 +289,14 @@ class Runner:
         return result
 
 
+def _may_have_earlier(request: RunRequest, fence: Fence) -> bool:
+    """Whether an earlier attempt may have left a prompt or files behind.
+
+    A fresh task (first attempt, nothing recorded) cannot: no round trip to look.
+    """
+    return not request.fresh or bool(fence.earlier)
+
+
 def _write_manifest(run_store: RunStore, result: RunResult) -> None:
     manifest = {**result.manifest_json(), "created_at": datetime.now(UTC).isoformat()}
     run_store.write_manifest(manifest)
@@ -330,14 +343,7 @@ def _timings(entry: dict[str, Any], clock: Clock) -> Timings:
     """Worker-observed phases plus ComfyUI's own execution time from its timestamps."""
     stamps = _stamps(entry)
     start_ms = stamps.get("execution_start")
-    end_ms = next(
-        (
-            stamps[k]
-            for k in ("execution_success", "execution_error", "execution_interrupted")
-            if stamps.get(k)
-        ),
-        None,
-    )
+    end_ms = next((stamps[k] for k in TERMINAL if stamps.get(k)), None)
     waited = max(clock.detected - (clock.submitted or clock.detected), 0.0) * 1000
     queued = min(max(start_ms - clock.submitted_wall_ms, 0.0), waited) if start_ms else 0.0
     return Timings(
@@ -352,11 +358,9 @@ def _timings(entry: dict[str, Any], clock: Clock) -> Timings:
 def _stamps(entry: dict[str, Any]) -> dict[str, float]:
     """``{message kind: timestamp ms}`` from the entry's status messages, if well formed."""
     status = entry.get("status")
-    messages = status.get("messages") if isinstance(status, dict) else None
-    stamps: dict[str, float] = {}
-    for item in messages if isinstance(messages, list) else []:
-        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
-            stamp = item[1].get("timestamp")
-            if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-                stamps[str(item[0])] = float(stamp)
-    return stamps
+    messages = history_messages(status) if isinstance(status, dict) else {}
+    return {
+        kind: float(stamp)
+        for kind, data in messages.items()
+        if isinstance(stamp := data.get("timestamp"), int | float) and not isinstance(stamp, bool)
+    }

@@ -22,9 +22,8 @@ from pydantic import ValidationError
 from comfyui_worker.errors import ConfigError, OutputRejectedError, OutputStorageError
 from comfyui_worker.jobmodel import Job
 from comfyui_worker.jobsettings import JobsSettings
-from comfyui_worker.objstore import ObjectStore
+from comfyui_worker.objstore import ObjectStore, is_object_url
 from comfyui_worker.result import SavedOutput
-from comfyui_worker.storage import OBJECT_SCHEMES
 from comfyui_worker.store import disk_errors
 
 CHUNK_BYTES = 1024 * 1024
@@ -41,7 +40,7 @@ class OutputReader:
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[Iterator[bytes]]:
         """The file's bytes in chunks; any refusal or missing file raises before the first."""
-        if path.startswith(OBJECT_SCHEMES):
+        if is_object_url(path):
             with self._open_object(path) as chunks:
                 yield chunks
             return
@@ -75,7 +74,7 @@ class OutputReader:
 
     def _inside_output_dir(self, path: Path) -> Path:
         location = self.settings.output_location
-        if location is None or location.startswith(OBJECT_SCHEMES):
+        if location is None or is_object_url(location):
             raise ConfigError(
                 f"{path} is a local output: set COMFYUI_OUTPUT_DIR (or WORKER_OUTPUT_URL) to "
                 "the worker's output directory to read it"
@@ -92,10 +91,8 @@ class OutputReader:
     @contextlib.contextmanager
     def _open_object(self, url: str) -> Iterator[Iterator[bytes]]:
         store = self._object_store(url)
-        bucket, _, key = url.split("://", 1)[1].partition("/")
-        prefix = f"{store.prefix}/" if store.prefix else ""
-        parts = PurePosixPath(key).parts
-        if bucket != store.bucket or not key.startswith(prefix) or ".." in parts:
+        key = store.key_in(url)
+        if key is None:
             raise OutputRejectedError(
                 f"{url} is outside {store.location}; only objects there are read", path=url
             )
@@ -105,7 +102,7 @@ class OutputReader:
 
     def _object_store(self, url: str) -> ObjectStore:
         location = self.settings.output_location
-        if location is None or not location.startswith(OBJECT_SCHEMES):
+        if location is None or not is_object_url(location):
             raise ConfigError(
                 f"{url} is in an object store: set WORKER_OUTPUT_URL (and AWS_*) as the "
                 "worker has them to read it"

@@ -43,6 +43,11 @@ TECHNICAL_FAILURES = ("TASK_FAILURE", "TIMEOUT")
 PENDING = (TaskStatus.TASK_PENDING, TaskStatus.TASK_SCHEDULED)
 
 
+def entry_values(variables: Iterable[Variable]) -> dict[str, Any]:
+    """The WfRun's variables of its entrypoint thread, by name, as Python values."""
+    return {v.id.name: value_of(v.value) for v in variables if v.id.thread_run_number == 0}
+
+
 def build_job(
     wf_run: WfRun,
     node_runs: Iterable[NodeRun],
@@ -52,7 +57,7 @@ def build_job(
 ) -> Job:
     """One job from its WfRun, NodeRuns, Variables and TaskRuns."""
     now = now or datetime.now(UTC)
-    values = {v.id.name: value_of(v.value) for v in variables if v.id.thread_run_number == 0}
+    values = entry_values(variables)
     task_run = next(iter(sorted(task_runs, key=lambda t: t.id.task_guid)), None)
     attempts = [_attempt(n, a) for n, a in enumerate(task_run.attempts)] if task_run else []
     status = _status(wf_run, task_run)

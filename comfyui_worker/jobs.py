@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from comfyui_worker.bounds import json_size
 from comfyui_worker.errors import InvalidWorkflowError, LittleHorseError, NotFoundError
 from comfyui_worker.jobmodel import ACTIVE, Job, JobStatus
-from comfyui_worker.jobread import TERMINAL, build_job, value_of
+from comfyui_worker.jobread import TERMINAL, build_job, entry_values, value_of
 from comfyui_worker.lhapi import LittleHorse
 from comfyui_worker.wfspec import RETRY_OF_VAR, WF_SPEC_NAME, WORKFLOW_VAR
 
@@ -83,6 +83,7 @@ class Jobs:
         self.lh = lh
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        self._spec_names: dict[str, set[str]] = {}  # WfSpecs of the newest shape, seen once
 
     # ------------------------------------------------------------------ writing
 
@@ -156,11 +157,7 @@ class Jobs:
         """The job's WfSpec, its task input exactly as submitted, and what it retries."""
         wf_run = self._wf_run(job_id)
         request = ListVariablesRequest(wf_run_id=WfRunId(id=job_id))
-        values = {
-            v.id.name: value_of(v.value)
-            for v in self.lh.call("ListVariables", request).results
-            if v.id.thread_run_number == 0
-        }
+        values = entry_values(self.lh.call("ListVariables", request).results)
         task_input = values.get(WORKFLOW_VAR)
         retry_of = values.get(RETRY_OF_VAR)
         return (
@@ -199,12 +196,23 @@ class Jobs:
         return run
 
     def _spec_variables(self, wf_spec: str) -> set[str]:
+        """The WfSpec's variables; remembered once it has ``retry_of`` (nothing newer exists).
+
+        The page refreshes every few seconds: that is one RPC fewer per lane each time.
+        An older WfSpec is asked again, as ``register`` may bring it up to date.
+        """
+        known = self._spec_names.get(wf_spec)
+        if known is not None:
+            return known
         try:
             spec = self.lh.call("GetLatestWfSpec", GetLatestWfSpecRequest(name=wf_spec))
         except NotFoundError:
             raise self._unregistered(wf_spec) from None
         thread = spec.thread_specs[spec.entrypoint_thread_name]
-        return {str(v.var_def.name) for v in thread.variable_defs}
+        names = {str(v.var_def.name) for v in thread.variable_defs}
+        if RETRY_OF_VAR in names:
+            self._spec_names[wf_spec] = names
+        return names
 
     def _unregistered(self, wf_spec: str) -> NotFoundError:
         return NotFoundError(

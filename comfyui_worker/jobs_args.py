@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from comfyui_worker.settings import TASK_NAME_PATTERN
+from comfyui_worker.settings import is_lane_name
 
 COMMANDS = ("submit", "jobs", "ui")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -30,7 +30,7 @@ STATUSES = (
 
 def lane_name(value: str) -> str:
     """``--lane``: kebab-case, as it becomes part of TaskDef and WfSpec names."""
-    if re.fullmatch(TASK_NAME_PATTERN, value) is None:
+    if not is_lane_name(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a kebab-case lane name (e.g. urgent)")
     return value
 

@@ -10,51 +10,21 @@ a non-loopback ``WORKER_UI_HOST`` without ``WORKER_UI_TOKEN`` is refused at star
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from comfyui_worker.settings import TASK_NAME_PATTERN, _EnvSettings
+from comfyui_worker.settings import DEFAULT_LANE, OutputStoreSettings, _EnvSettings, is_lane_name
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class JobsSettings(_EnvSettings):
+class JobsSettings(OutputStoreSettings):
     """Templates to submit, and the worker's output location to read outputs back."""
 
     workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
-    output_dir: Path | None = Field(None, alias="COMFYUI_OUTPUT_DIR")
-    output_url: str | None = Field(None, alias="WORKER_OUTPUT_URL")
-    aws_access_key_id: SecretStr | None = Field(None, alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: SecretStr | None = Field(None, alias="AWS_SECRET_ACCESS_KEY")
-    aws_session_token: SecretStr | None = Field(None, alias="AWS_SESSION_TOKEN")
-    aws_region: str | None = Field(None, alias="AWS_REGION")
-    aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
-
-    @property
-    def output_location(self) -> str | None:
-        """Where the worker saves outputs: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR."""
-        if self.output_url:
-            return self.output_url
-        return None if self.output_dir is None else str(self.output_dir)
-
-    def store_config(self) -> dict[str, str]:
-        """The object store's credentials and endpoint, as the worker passes them."""
-        values = {
-            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
-            "AWS_SESSION_TOKEN": self.aws_session_token,
-            "AWS_REGION": self.aws_region,
-            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-        }
-        return {
-            name: value.get_secret_value() if isinstance(value, SecretStr) else value
-            for name, value in values.items()
-            if value is not None
-        }
 
 
 class UiSettings(_EnvSettings):
@@ -85,9 +55,11 @@ class UiSettings(_EnvSettings):
     @classmethod
     def _kebab_lanes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         """Lane names become parts of TaskDef and WfSpec names."""
-        bad = [lane for lane in value if not _is_name(lane)]
+        bad = [lane for lane in value if not is_lane_name(lane)]
         if bad:
             raise ValueError(f"lane names must be kebab-case, got {bad}")
+        if DEFAULT_LANE in value:
+            raise ValueError(f"{DEFAULT_LANE!r} is always listed; name only the other lanes")
         return value
 
     @model_validator(mode="after")
@@ -110,7 +82,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def _is_name(value: str) -> bool:
-    return re.fullmatch(TASK_NAME_PATTERN, value) is not None

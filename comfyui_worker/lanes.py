@@ -9,7 +9,6 @@ the default queue. ``main.py register --lane NAME`` creates both.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import structlog
@@ -18,17 +17,20 @@ from littlehorse.worker import WorkerContext
 from comfyui_worker.errors import ConfigError
 from comfyui_worker.lh_worker import task_function
 from comfyui_worker.lhapi import LittleHorse, lh_config
-from comfyui_worker.settings import TASK_NAME_PATTERN, DeadlineSettings, WorkerSettings
+from comfyui_worker.settings import (
+    DEFAULT_LANE,
+    DeadlineSettings,
+    WorkerSettings,
+    is_lane_name,
+)
 from comfyui_worker.wfspec import WF_SPEC_NAME, build_workflow
 
 log = structlog.get_logger("comfyui_worker.lanes")
 
-DEFAULT_LANE = "default"
-
 
 def checked(lane: str) -> str:
     """A lane name, validated: it becomes part of TaskDef and WfSpec names."""
-    if lane == DEFAULT_LANE or re.fullmatch(TASK_NAME_PATTERN, lane) is None:
+    if lane == DEFAULT_LANE or not is_lane_name(lane):
         raise ConfigError(f"lane {lane!r}: must be kebab-case (e.g. urgent) and not 'default'")
     return lane
 
@@ -59,8 +61,8 @@ async def _not_served(workflow: dict[str, Any], ctx: WorkerContext) -> dict[str,
     raise RuntimeError("this process only registers the TaskDef; it does not execute tasks")
 
 
-def register_lane(lane: str, deadlines: DeadlineSettings, settings: WorkerSettings) -> int:
-    """``main.py register --lane NAME``: the lane's TaskDef and WfSpec."""
+def register(lane: str | None, deadlines: DeadlineSettings, settings: WorkerSettings) -> int:
+    """``main.py register [--lane NAME]``: the (lane's) TaskDef and ``comfyui-generate`` WfSpec."""
     lh = LittleHorse(lh_config(), settings.lh_address)
     task = task_name(settings.task_name, lane)
     spec = wf_spec_name(lane)

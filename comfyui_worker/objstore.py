@@ -63,6 +63,7 @@ META_SIZE = "size"
 RECORDS = JOURNAL  # <run>/<RECORDS>/<key>: the record of a multipart upload
 PROBE_PREFIX = ".comfyui-worker-write-check-"
 SCHEMES = ("s3", "s3a")
+REFUSED_SCHEMES = ("gs", "az", "azure", "abfs", "abfss", "adl")
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 CONFIG_KEYS = frozenset(
@@ -180,6 +181,17 @@ class ObjectStore:
     def url_of(self, full_key: str) -> str:
         """An object's (or prefix's) URL as results show it: ``s3://bucket/key``."""
         return f"s3://{self.bucket}/{full_key}".rstrip("/")
+
+    def key_in(self, url: str) -> str | None:
+        """The key an object URL names under this store's bucket and prefix, else None."""
+        try:
+            bucket, key = _parse_url(url)
+        except ConfigError:
+            return None
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        if bucket != self.bucket or not key.startswith(prefix) or ".." in key.split("/"):
+            return None
+        return key
 
     def presign(self, full_key: str) -> str | None:
         """A presigned GET URL for the object, or None when presigning is off.
@@ -349,12 +361,7 @@ class ObjectRunStore:
         big) propagates unchanged after the upload was aborted; a store failure
         becomes ``OutputStorageError`` naming the key and the cause.
         """
-        full_key = self._full(key)
-        if key == RECORDS or key.startswith(f"{RECORDS}/"):
-            raise OutputStorageError(
-                f"cannot write {self.owner.url_of(full_key)}: {RECORDS}/ holds upload records",
-                path=self.owner.url_of(full_key),
-            )
+        full_key = self._full(key)  # never under RECORDS/: outputs.plan keeps it for us
         part = _part_size(self.owner.part_bytes, size_hint)
         source = _Hashing(chunks)
         head, whole = source.take(part)
@@ -515,16 +522,26 @@ def _part_size(part_bytes: int, size_hint: int | None) -> int:
     return -(-needed // MIB) * MIB
 
 
+def is_object_url(location: str) -> bool:
+    """Whether ``location`` names an object in (or a prefix of) an S3-compatible store."""
+    return urlsplit(location).scheme in SCHEMES
+
+
+def refusal(scheme: str) -> str:
+    """Why a Google or Azure URL is refused, and what to use instead."""
+    return (
+        f"{scheme}:// outputs are not supported: obstore's GCS/Azure clients read "
+        "GOOGLE_*/AZURE_* from the environment in ways explicit settings cannot undo; "
+        "use the store's S3-compatible endpoint (GCS: s3:// with "
+        "AWS_ENDPOINT_URL=https://storage.googleapis.com and HMAC keys)"
+    )
+
+
 def _parse_url(url: str) -> tuple[str, str]:
     """``s3://bucket/prefix`` → (bucket, prefix without slashes at either end)."""
     parts = urlsplit(url)
-    if parts.scheme in ("gs", "az", "azure", "abfs", "abfss", "adl"):
-        raise ConfigError(
-            f"{parts.scheme}:// outputs are not supported: obstore's GCS/Azure clients read "
-            "GOOGLE_*/AZURE_* from the environment in ways explicit settings cannot undo; "
-            "use the store's S3-compatible endpoint (GCS: s3:// with "
-            "AWS_ENDPOINT_URL=https://storage.googleapis.com and HMAC keys)"
-        )
+    if parts.scheme in REFUSED_SCHEMES:
+        raise ConfigError(refusal(parts.scheme))
     if parts.scheme not in SCHEMES or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"the output URL must look like s3://bucket/prefix, got {url!r}")
     if "@" in parts.netloc or ":" in parts.netloc:

@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 JOURNAL = ".comfyui-worker-journal.jsonl"
 RESERVED = frozenset({MANIFEST, JOURNAL})
 MAX_NAME_BYTES = 255  # a longer path component no file system stores
+FileId = tuple[str, str, str]  # (type, subfolder, filename): one file in ComfyUI
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class OutputRef:
     filename: str
     subfolder: str
     comfy_type: str
+
+    @property
+    def file_id(self) -> FileId:
+        """Which ComfyUI file this names (two nodes may name the same file)."""
+        return (self.comfy_type, self.subfolder, self.filename)
 
 
 @dataclass(frozen=True)
@@ -98,15 +104,14 @@ def plan(refs: list[OutputRef]) -> list[tuple[OutputRef, str]]:
     beside a temp preview, or an output named ``manifest.json``) both keep their
     bytes: the later one gets ``-2``, ``-3``... before its extension.
     """
-    by_file: dict[tuple[str, str, str], str] = {}
+    by_file: dict[FileId, str] = {}
     taken = set(RESERVED)
     planned = []
     for ref in refs:
-        identity = (ref.comfy_type, ref.subfolder, ref.filename)
-        if identity not in by_file:
-            by_file[identity] = _unique(relative_key(ref), taken)
-            taken.add(by_file[identity])
-        planned.append((ref, by_file[identity]))
+        if ref.file_id not in by_file:
+            by_file[ref.file_id] = _unique(relative_key(ref), taken)
+            taken.add(by_file[ref.file_id])
+        planned.append((ref, by_file[ref.file_id]))
     return planned
 
 
@@ -133,6 +138,8 @@ def relative_key(ref: OutputRef) -> str:
             raise _rejected(ref, "subfolder is an absolute path")
         parts += [_safe_part(p, ref, "subfolder") for p in sub.parts]
     parts.append(_safe_part(ref.filename, ref, "filename"))
+    if len(parts) > 1 and parts[0] in RESERVED:  # a file of that name is renamed instead
+        raise _rejected(ref, f"folder {parts[0]!r} is a name the worker keeps for itself")
     return "/".join(parts)
 
 

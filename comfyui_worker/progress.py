@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from comfyui_worker.events import TERMINAL
+
 BAR_WIDTH = 24
 
 
@@ -33,7 +35,7 @@ class Progress:
             )
         elif kind == "progress":
             self._step(int(data.get("value", 0)), int(data.get("max", 0) or 1))
-        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+        elif kind in TERMINAL:
             self._line(kind.replace("_", " "))
 
     def _step(self, value: int, maximum: int) -> None:

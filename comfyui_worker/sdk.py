@@ -35,7 +35,6 @@ from littlehorse.model import (
     PutCheckpointResponse,
     ReportTaskRun,
     ScheduledTask,
-    TaskDefId,
     VariableValue,
 )
 from littlehorse.worker import LHTask, LHTaskWorker, WorkerContext
@@ -423,11 +422,6 @@ def release_parked(worker: LHTaskWorker) -> int:
         connection._schedule_task_semaphore.release()
         released += 1
     return released
-
-
-def task_def_id(name: str) -> TaskDefId:
-    """A TaskDefId for ``name`` (kept here so callers need not import the model)."""
-    return TaskDefId(name=name)
 
 
 class CheckpointFence:

@@ -11,27 +11,21 @@ import signal
 from typing import Any
 
 import structlog
-from littlehorse.worker import LHTaskWorker, WorkerContext
+from littlehorse.worker import LHTaskWorker
 
 from comfyui_worker.drain import Drainer
-from comfyui_worker.errors import TechnicalError
 from comfyui_worker.execution import Runner
 from comfyui_worker.health import HealthServer, Readiness, problem_probe
 from comfyui_worker.lh_worker import TaskHandler, task_function
-from comfyui_worker.lhapi import LittleHorse, lh_config
+from comfyui_worker.lhapi import LittleHorse
 from comfyui_worker.metrics import Metrics
 from comfyui_worker.sdk import Ledger, ObservedConfig, Supervisor, set_slots
-from comfyui_worker.settings import ComfySettings, DeadlineSettings, WorkerSettings
+from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.tasks import TaskPreparer
 from comfyui_worker.warmup import WarmUp
-from comfyui_worker.wfspec import WF_SPEC_NAME, build_workflow, task_timeout_s
+from comfyui_worker.wfspec import task_timeout_s
 
 log = structlog.get_logger("comfyui_worker.service")
-
-
-async def _not_served(workflow: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
-    """Stands in for the handler where only the TaskDef's signature is needed."""
-    raise RuntimeError("this process only registers the TaskDef; it does not execute tasks")
 
 
 def serve(comfy: ComfySettings, worker: WorkerSettings) -> int:
@@ -74,7 +68,7 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drainer.request_stop)
-    await asyncio.to_thread(_learn_server, runner)
+    await asyncio.to_thread(runner.known_server)  # a failure is logged, and retried later
     log.info("worker.started", task_name=settings.task_name, comfyui=comfy.base_url_str)
     warming = asyncio.create_task(warm_up.run())  # polling waits for it (the gate)
     try:
@@ -84,14 +78,6 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
         if health is not None:
             health.stop()
         runner.close()
-
-
-def _learn_server(runner: Runner) -> None:
-    """ComfyUI's version and API generation, once at start (a failure is retried later)."""
-    try:
-        runner.learn_server()
-    except TechnicalError as exc:
-        log.warning("comfy.server_info_unavailable", error=exc.name, message=exc.message)
 
 
 def _readiness(runner: Runner, ledger: Ledger, warm_up: WarmUp) -> Readiness:
@@ -114,12 +100,3 @@ def _health_server(
     return HealthServer(
         settings.http_host, settings.http_port, alive=alive, readiness=readiness
     ).start()
-
-
-def register(deadlines: DeadlineSettings, settings: WorkerSettings) -> int:
-    """``main.py register``: the TaskDef and the example ``comfyui-generate`` WfSpec."""
-    lh = LittleHorse(lh_config(), settings.lh_address)
-    lh.ensure_task_def(settings.task_name, task_function(_not_served))
-    lh.put_wf_spec(build_workflow(deadlines, settings.task_name, slots=deadlines.slots))
-    log.info("lh.wf_spec_registered", wf_spec=WF_SPEC_NAME, task_name=settings.task_name)
-    return 0

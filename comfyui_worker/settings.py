@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -33,6 +34,12 @@ from comfyui_worker.errors import ConfigError
 GIB = 1024**3
 MIB = 1024**2
 TASK_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$"
+DEFAULT_LANE = "default"
+
+
+def is_lane_name(value: str) -> bool:
+    """Kebab-case, as a lane's name becomes part of TaskDef and WfSpec names."""
+    return re.fullmatch(TASK_NAME_PATTERN, value) is not None
 
 
 class _EnvSettings(BaseSettings):
@@ -53,18 +60,45 @@ class DeadlineSettings(_EnvSettings):
         return 1 + self.prefetch
 
 
-class ComfySettings(DeadlineSettings):
-    """How to reach ComfyUI, how long to wait, and where outputs go."""
+class OutputStoreSettings(_EnvSettings):
+    """Where outputs go and the object store's credentials: the worker's and the job side's."""
 
-    base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
     output_dir: Path | None = Field(None, alias="COMFYUI_OUTPUT_DIR")
     output_url: str | None = Field(None, alias="WORKER_OUTPUT_URL")
-    presign_ttl_s: float | None = Field(None, gt=0, alias="WORKER_OUTPUT_PRESIGN_TTL_SEC")
     aws_access_key_id: SecretStr | None = Field(None, alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(None, alias="AWS_SECRET_ACCESS_KEY")
     aws_session_token: SecretStr | None = Field(None, alias="AWS_SESSION_TOKEN")
     aws_region: str | None = Field(None, alias="AWS_REGION")
     aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+
+    @property
+    def output_location(self) -> str | None:
+        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR, else None."""
+        if self.output_url:
+            return self.output_url
+        return None if self.output_dir is None else str(self.output_dir)
+
+    def store_config(self) -> dict[str, str]:
+        """The object store's credentials and endpoint (the only place secrets are revealed)."""
+        values = {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": self.aws_session_token,
+            "AWS_REGION": self.aws_region,
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+        }
+        return {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in values.items()
+            if value is not None
+        }
+
+
+class ComfySettings(DeadlineSettings, OutputStoreSettings):
+    """How to reach ComfyUI, how long to wait, and where outputs go."""
+
+    base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
+    presign_ttl_s: float | None = Field(None, gt=0, alias="WORKER_OUTPUT_PRESIGN_TTL_SEC")
     poll_interval_s: float = Field(2.0, gt=0, le=300, alias="COMFYUI_POLL_INTERVAL_SEC")
     http_timeout_s: float = Field(30.0, gt=0, alias="COMFYUI_HTTP_TIMEOUT_SEC")
     http_deadline_s: float = Field(60.0, gt=0, alias="COMFYUI_HTTP_DEADLINE_SEC")
@@ -100,23 +134,8 @@ class ComfySettings(DeadlineSettings):
 
     @property
     def output_location(self) -> str:
-        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR."""
+        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR (one is set)."""
         return self.output_url or str(self.output_dir)
-
-    def store_config(self) -> dict[str, str]:
-        """The object store's credentials and endpoint (the only place secrets are revealed)."""
-        values = {
-            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
-            "AWS_SESSION_TOKEN": self.aws_session_token,
-            "AWS_REGION": self.aws_region,
-            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-        }
-        return {
-            name: value.get_secret_value() if isinstance(value, SecretStr) else value
-            for name, value in values.items()
-            if value is not None
-        }
 
     @field_validator("http_headers", mode="before")
     @classmethod

@@ -9,27 +9,21 @@ and an upload that fails is aborted, so nothing half-written ever appears under 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from comfyui_worker.errors import ConfigError
-from comfyui_worker.objstore import ObjectStore
+from comfyui_worker.objstore import REFUSED_SCHEMES, ObjectStore, is_object_url, refusal
 from comfyui_worker.settings import ComfySettings
 from comfyui_worker.store import LocalStore, OutputStore
-
-OBJECT_SCHEMES = ("s3://", "s3a://")
 
 
 def open_store(settings: ComfySettings) -> OutputStore:
     """The store for this worker's outputs (validated here, at start)."""
     location = settings.output_location
-    scheme = location.split("://", 1)[0] if "://" in location else ""
-    if scheme in ("gs", "az", "abfs", "azure"):
-        raise ConfigError(
-            f"WORKER_OUTPUT_URL: {scheme}:// is not supported (its client would read credentials "
-            "from the environment behind the settings' back); use the provider's S3-compatible "
-            "endpoint: s3://bucket/prefix with AWS_ENDPOINT_URL (GCS: "
-            "https://storage.googleapis.com with HMAC keys)"
-        )
-    if location.startswith(OBJECT_SCHEMES):
+    scheme = urlsplit(location).scheme
+    if scheme in REFUSED_SCHEMES:
+        raise ConfigError(f"WORKER_OUTPUT_URL: {refusal(scheme)}")
+    if is_object_url(location):
         return ObjectStore(location, settings.store_config(), presign_ttl_s=settings.presign_ttl_s)
     if scheme not in ("", "file"):
         raise ConfigError(

@@ -1,9 +1,9 @@
 """Queue a prompt on ComfyUI exactly once: inputs, preflight, then POST /prompt.
 
 ComfyUI queues a duplicate prompt id without complaint, so a POST whose answer was lost
-is never blindly resent: whether the request may have been delivered comes from the
-transport layer (``UnreachableError.maybe_delivered``, or a proxy's 504), and such a
-prompt is looked for in the queue and history, with patience for a slow server,
+is never blindly resent: whether the request may have been delivered is decided where
+errors are made (``maybe_delivered``: a timeout, a cut connection, a proxy's 504), and
+such a prompt is looked for in the queue and history, with patience for a slow server,
 before any new try.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from comfyui_worker.client import ComfyClient
-from comfyui_worker.errors import ComfyServerError, ComfyUnavailableError, TechnicalError
+from comfyui_worker.client import RETRIED, ComfyClient
+from comfyui_worker.errors import TechnicalError
 from comfyui_worker.events import EventStream
 from comfyui_worker.fencing import Fence
 from comfyui_worker.preflight import ObjectInfoCache
@@ -24,8 +24,6 @@ from comfyui_worker.tasks import RunRequest
 from comfyui_worker.transport import Deadline
 
 log = structlog.get_logger("comfyui_worker.submission")
-
-SUBMIT_RETRIED = (ComfyUnavailableError, ComfyServerError)
 
 
 @dataclass
@@ -64,8 +62,8 @@ class Submitter:
             self.events.wait_connected(min(2.0, self.settings.http_timeout_s))
         fence.record(self.settings.advertised_url, request.prompt_id)
         clock.submitted_wall_ms = time.time() * 1000
-        deadline = Deadline(self.settings.http_deadline_s)
-        for attempt in deadline.retrying(SUBMIT_RETRIED, self.settings.http_retries + 1):
+        deadline = self.client.deadline()
+        for attempt in self.client.retrying(deadline):
             with attempt:
                 self._submit_once(request, deadline)
         clock.submitted = time.monotonic()
@@ -76,7 +74,7 @@ class Submitter:
             self.client.submit_once(
                 request.graph, prompt_id=request.prompt_id, client_id=self.events.client_id
             )
-        except SUBMIT_RETRIED as exc:
+        except RETRIED as exc:
             if not self._was_queued(request.prompt_id, self._patience_s(exc, deadline)):
                 raise
 
@@ -86,8 +84,9 @@ class Submitter:
         A timeout or a cut connection (or a proxy's 504) may hide a request ComfyUI
         is still processing; a refused connection or ComfyUI's own 500 does not.
         """
-        maybe = getattr(exc, "maybe_delivered", False) or exc.details.get("status") == 504
-        return min(self.settings.http_timeout_s, deadline.remaining_s()) if maybe else 0.0
+        if not exc.maybe_delivered:
+            return 0.0
+        return min(self.settings.http_timeout_s, deadline.remaining_s())
 
     def _was_queued(self, prompt_id: str, patience_s: float) -> bool:
         """Whether ComfyUI holds the prompt, giving a slow server ``patience_s`` to file it."""

@@ -212,8 +212,11 @@ def dequeue(client: ComfyClient, prompt_id: str) -> bool:
     Always ``POST /queue`` delete, which never touches a running prompt (the jobs API's
     cancel would interrupt one that started a moment ago).
     """
-    if prompt_id not in client.queue().pending:
-        return False
+    return prompt_id in client.queue().pending and _delete_pending(client, prompt_id)
+
+
+def _delete_pending(client: ComfyClient, prompt_id: str) -> bool:
+    """Delete a pending prompt; True if it is gone without having started meanwhile."""
     client.delete_pending([prompt_id])
     queue = client.queue()
     return prompt_id not in queue.running and prompt_id not in queue.pending
@@ -226,12 +229,9 @@ def cancel(client: ComfyClient, prompt_id: str) -> str:
     queue = client.queue()
     if prompt_id not in queue:
         return "no longer queued"
-    if prompt_id in queue.pending:
-        client.delete_pending([prompt_id])
-        queue = client.queue()  # it may have started in between
-        if prompt_id not in queue.running:
-            log.info("comfy.prompt_deleted", prompt_id=prompt_id)
-            return "deleted from the queue"
+    if prompt_id in queue.pending and _delete_pending(client, prompt_id):
+        log.info("comfy.prompt_deleted", prompt_id=prompt_id)
+        return "deleted from the queue"
     client.interrupt(prompt_id)
     log.info("comfy.prompt_interrupted", prompt_id=prompt_id)
     return "interrupted"
@@ -253,7 +253,7 @@ def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     status = status if isinstance(status, dict) else {}
     if status.get("status_str", "success") == "success":
         return entry
-    messages = _messages(status)
+    messages = history_messages(status)
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         raise ExecutionInterruptedError(
@@ -266,7 +266,7 @@ def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     raise _execution_error(prompt_id, messages.get("execution_error", {}))
 
 
-def _messages(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def history_messages(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``status.messages`` as {kind: data}, skipping anything malformed."""
     raw = status.get("messages")
     found: dict[str, dict[str, Any]] = {}

@@ -19,8 +19,9 @@ from comfyui_worker.jobmodel import ACTIVE, JobStatus
 from comfyui_worker.joboutputs import OutputReader
 from comfyui_worker.jobs import JobQuery, Jobs
 from comfyui_worker.jobsettings import JobsSettings, UiSettings
-from comfyui_worker.lanes import DEFAULT_LANE, wf_spec_name
+from comfyui_worker.lanes import wf_spec_name
 from comfyui_worker.result import SavedOutput
+from comfyui_worker.settings import DEFAULT_LANE
 from comfyui_worker.templates import load_templates
 
 TABS = {

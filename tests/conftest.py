@@ -89,8 +89,9 @@ def make_request(
     prompt_id: str | None = None,
     run_key: str | None = None,
     earlier_prompt_ids: tuple[str, ...] = (),
+    fresh: bool = False,
 ) -> RunRequest:
     """A request built the way the worker builds one: parsed and validated once."""
     prompt_id = prompt_id or str(uuid.uuid4())
-    identity = Identity(prompt_id, run_key or prompt_id, earlier_prompt_ids)
+    identity = Identity(prompt_id, run_key or prompt_id, earlier_prompt_ids, fresh=fresh)
     return _PREPARER.request(graph, identity)

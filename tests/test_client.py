@@ -166,6 +166,29 @@ def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: 
     assert len(httpx_mock.get_requests()) == 1
 
 
+@pytest.mark.parametrize(
+    ("failure", "maybe_delivered"),
+    [
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.ConnectError("refused"), False),
+        (httpx.Response(504, text="gateway timeout"), True),
+        (httpx.Response(500, text="ComfyUI raised"), False),
+    ],
+    ids=["read-timeout", "refused", "proxy-504", "comfyui-500"],
+)
+def test_each_failed_submit_says_whether_comfyui_may_have_queued_it(
+    client: ComfyClient,
+    httpx_mock: Script,
+    failure: Exception | httpx.Response,
+    maybe_delivered: bool,
+):
+    """Whether to look before resubmitting is decided where the error is made, once."""
+    httpx_mock.answers.append((f"{BASE}/prompt", failure))
+    with pytest.raises((ComfyUnavailableError, ComfyServerError)) as caught:
+        client.submit_once({"1": {}}, prompt_id="p", client_id="c")
+    assert caught.value.maybe_delivered is maybe_delivered
+
+
 def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, httpx_mock: Script):
     """The client-chosen prompt_id and client_id are in the body; the number comes back."""
     httpx_mock.add_response(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from comfyui_worker.download import Downloader
 from comfyui_worker.errors import (
     ComfyOutOfMemoryError,
     ExecutionFailedError,
@@ -23,7 +24,9 @@ from comfyui_worker.errors import (
     PromptVanishedError,
 )
 from comfyui_worker.execution import Runner
+from comfyui_worker.outputs import OutputRef
 from comfyui_worker.settings import ComfySettings
+from comfyui_worker.store import LocalStore
 from comfyui_worker.tasks import RunRequest
 from fakes.comfyui import FakeComfyUI
 from tests.conftest import make_request, make_settings, wait_until
@@ -343,6 +346,32 @@ def test_earlier_success_is_downloaded_without_rerunning(runner: Runner, comfy: 
     assert [o.reused for o in again.outputs] == [True]
 
 
+def test_a_first_attempt_never_looks_for_an_earlier_prompt(runner: Runner, comfy: FakeComfyUI):
+    """A fresh request (first attempt, new id) is submitted with no adoption look first."""
+    runner.run(request(smoke(color=15), run_key="task"))
+    since = len(comfy.requests)
+    runner.run(request(smoke(color=15), run_key="task", fresh=True))
+    second = comfy.requests[since:]
+    before_post = second[: second.index(("POST", "/prompt"))]
+    assert [p for _, p in before_post if p == "/queue" or p.startswith("/history")] == []
+
+
+@pytest.mark.parametrize("may_reuse", [True, False])
+def test_an_earlier_copy_is_reused_only_where_one_may_exist(
+    comfy: FakeComfyUI, settings: ComfySettings, tmp_path: Path, may_reuse: bool
+):
+    """A first attempt's downloader does not ask the store for a copy (an S3 HEAD each)."""
+    (comfy.root / "output" / "kept.png").write_bytes(b"\x89PNG kept")
+    ref = OutputRef("9", "images", "kept.png", "", "output")
+    with Runner(settings) as runner:
+        for reuse in (True, may_reuse):
+            store = LocalStore(tmp_path / "out", fsync=False).run("r")
+            downloader = Downloader(runner.client, store, max_bytes=10**6, may_reuse=reuse)
+            [saved] = downloader.save_all([ref])
+    assert saved.reused is may_reuse
+    assert comfy.requests.count(("GET", "/view")) == (1 if may_reuse else 2)
+
+
 def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI):
     """An earlier attempt that failed (e.g. out of memory) is run again under the new id."""
     comfy.fail_node(
@@ -498,7 +527,8 @@ def test_the_newest_comfyui_runs_the_same_tasks(new_comfy: FakeComfyUI, tmp_path
     settings = make_settings(new_comfy.base_url, tmp_path / "out", COMFYUI_POLL_INTERVAL_SEC="0.1")
     with Runner(settings) as r:
         result = r.run(request(smoke(color=37)))
-        assert r.server.jobs_api and r.server.version == "0.38.0"
+        server = r.known_server()
+        assert server.jobs_api and server.version == "0.38.0"
     assert result.status == "success" and new_comfy.executed == [result.prompt_id]
     assert ("GET", f"/api/jobs/{result.prompt_id}") in new_comfy.requests  # liveness, one call
 

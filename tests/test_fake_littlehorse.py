@@ -388,19 +388,11 @@ def test_stop_frees_the_port():
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_standalone_server_runs_scheduled_tasks():
-    """`python -m fakes.littlehorse` queues --schedule tasks, prints reports, exits on SIGINT."""
+@contextlib.contextmanager
+def standalone(*args: str, stop: signal.Signals) -> Iterator[queue.Queue[str]]:
+    """``python -m fakes.littlehorse ARGS``, its stdout lines queued; ``stop`` must exit it 0."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fakes.littlehorse",
-            "--port",
-            "0",
-            "--schedule",
-            "greet",
-            '["Ada"]',
-        ],
+        [sys.executable, "-m", "fakes.littlehorse", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -414,34 +406,46 @@ def test_standalone_server_runs_scheduled_tasks():
         for line in stdout:
             lines.put(line)
 
-    reader = threading.Thread(target=read_lines)
+    reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
-    config = LHConfig()
     try:
-        first = lines.get(timeout=10)
-        assert first.startswith("fake LittleHorse listening on 127.0.0.1:")
-        host, port = first.split()[-1].rsplit(":", 1)
-        config.load(
-            {
-                "LHC_API_HOST": host,
-                "LHC_API_PORT": port,
-                "LHC_API_PROTOCOL": "PLAINTEXT",
-                "LHW_NUM_WORKER_THREADS": "1",
-            }
-        )
-        littlehorse.create_task_def(greet, "greet", config)
-        with WorkerThread(LHTaskWorker(greet, "greet", config)):
-            output = ""
-            while "report " not in output:
-                output += lines.get(timeout=10)
-        assert "scheduled greet task_guid=" in output
-        assert '"status": "TASK_SUCCESS"' in output
-        assert "Hello, Ada!" in output
+        yield lines
     finally:
-        close_sync_channels(config)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        reader.join(timeout=5)
+        proc.send_signal(stop)
+        try:
+            code = proc.wait(timeout=10)
+        finally:
+            proc.kill()  # a no-op once it exited; never leave it (or the reader) behind
+            reader.join(timeout=5)
+    assert code == 0
+
+
+def test_standalone_server_runs_scheduled_tasks():
+    """`python -m fakes.littlehorse` queues --schedule tasks, prints reports, exits on SIGINT."""
+    config = LHConfig()
+    with standalone("--port", "0", "--schedule", "greet", '["Ada"]', stop=signal.SIGINT) as lines:
+        try:
+            first = lines.get(timeout=10)
+            assert first.startswith("fake LittleHorse listening on 127.0.0.1:")
+            host, port = first.split()[-1].rsplit(":", 1)
+            config.load(
+                {
+                    "LHC_API_HOST": host,
+                    "LHC_API_PORT": port,
+                    "LHC_API_PROTOCOL": "PLAINTEXT",
+                    "LHW_NUM_WORKER_THREADS": "1",
+                }
+            )
+            littlehorse.create_task_def(greet, "greet", config)
+            with WorkerThread(LHTaskWorker(greet, "greet", config)):
+                output = ""
+                while "report " not in output:
+                    output += lines.get(timeout=10)
+            assert "scheduled greet task_guid=" in output
+            assert '"status": "TASK_SUCCESS"' in output
+            assert "Hello, Ada!" in output
+        finally:
+            close_sync_channels(config)
     assert lines.get_nowait() == "fake LittleHorse stopped\n"
 
 
@@ -1105,40 +1109,23 @@ def test_restart_keeps_the_port_and_every_record():
 
 def test_standalone_server_runs_wf_runs():
     """`python -m fakes.littlehorse` serves RunWf and prints each WfRun status change."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fakes.littlehorse", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    stdout = proc.stdout
-
-    def read_lines() -> None:
-        for line in stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=read_lines)
-    reader.start()
     config = LHConfig()
-    try:
-        first = lines.get(timeout=10)
-        host, port = first.split()[-1].rsplit(":", 1)
-        config.load({"LHC_API_HOST": host, "LHC_API_PORT": port, "LHC_API_PROTOCOL": "PLAINTEXT"})
-        register(config)
-        with (
-            WorkerThread(LHTaskWorker(generate, "generate", config)),
-            grpc.insecure_channel(f"{host}:{port}") as chan,
-        ):
-            run_wf(chan, "demo-1", {"kind": "ok"})
-            output = ""
-            while "wfrun demo-1 COMPLETED" not in output:
-                output += lines.get(timeout=10)
-        assert "wfrun demo-1 RUNNING" in output and '"status": "TASK_SUCCESS"' in output
-    finally:
-        close_sync_channels(config)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        reader.join(timeout=5)
+    with standalone("--port", "0", stop=signal.SIGTERM) as lines:
+        try:
+            first = lines.get(timeout=10)
+            host, port = first.split()[-1].rsplit(":", 1)
+            config.load(
+                {"LHC_API_HOST": host, "LHC_API_PORT": port, "LHC_API_PROTOCOL": "PLAINTEXT"}
+            )
+            register(config)
+            with (
+                WorkerThread(LHTaskWorker(generate, "generate", config)),
+                grpc.insecure_channel(f"{host}:{port}") as chan,
+            ):
+                run_wf(chan, "demo-1", {"kind": "ok"})
+                output = ""
+                while "wfrun demo-1 COMPLETED" not in output:
+                    output += lines.get(timeout=10)
+            assert "wfrun demo-1 RUNNING" in output and '"status": "TASK_SUCCESS"' in output
+        finally:
+            close_sync_channels(config)

@@ -114,7 +114,7 @@ def exception_content(report: ReportTaskRun) -> dict[str, Any]:
 def test_success_reports_the_result_and_saves_files(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, tmp_path: Path
 ):
-    """A graph task succeeds; its output is the result and files land under wf_run_id/guid."""
+    """A graph task succeeds, with no adoption look first; files land under wf_run_id/guid."""
     comfy.execution_time_s = 0.3  # events arrive before completion, as on a real GPU
     spawn()
     guid = uuid.uuid4().hex
@@ -130,6 +130,9 @@ def test_success_reports_the_result_and_saves_files(
     assert "submitted prompt" in log and "ComfyUI started executing" in log
     assert "downloaded 1 files" in log and "finished: comfyui executed in" in log
     assert lh.task_defs[TASK].input_vars[0].name == "workflow"
+    before_post = comfy.requests[: comfy.requests.index(("POST", "/prompt"))]
+    looked = [p for _, p in before_post if p == "/queue" or p.startswith("/history")]
+    assert looked == []  # a first attempt has no earlier prompt to look for
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from comfyui_worker.errors import OutputRejectedError
-from comfyui_worker.outputs import MANIFEST, OutputRef, collect, plan, relative_key
+from comfyui_worker.outputs import JOURNAL, MANIFEST, OutputRef, collect, plan, relative_key
 
 MULTI = {
     "3": {"images": [{"filename": "ComfyUI_temp_a_00001_.png", "subfolder": "", "type": "temp"}]},
@@ -107,6 +107,13 @@ def test_plan_keeps_two_files_that_map_to_one_name():
 def test_plan_never_overwrites_the_manifest():
     """An output named manifest.json is renamed, so the set's manifest stays ours."""
     assert plan([ref(MANIFEST)]) == [(ref(MANIFEST), "manifest-2.json")]
+
+
+@pytest.mark.parametrize("folder", [MANIFEST, JOURNAL, f"{JOURNAL}/deeper"])
+def test_a_folder_named_like_the_workers_own_files_is_rejected(folder: str):
+    """A subfolder called manifest.json or the journal could not coexist with them: rejected."""
+    with pytest.raises(OutputRejectedError, match="keeps for itself"):
+        plan([ref("a.png", subfolder=folder)])
 
 
 def test_plan_gives_the_same_file_one_key():

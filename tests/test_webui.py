@@ -177,8 +177,9 @@ def test_with_a_token_the_api_needs_the_bearer_or_the_session_cookie(locked):
         ({"WORKER_UI_HOST": "0.0.0.0"}, "set WORKER_UI_TOKEN"),
         ({"WORKER_UI_TOKEN": "short"}, "at least 16"),
         ({"WORKER_UI_LANES": "urgent,Bad Lane"}, "kebab-case"),
+        ({"WORKER_UI_LANES": "urgent,default"}, "always listed"),
     ],
-    ids=["open-without-token", "short-token", "bad-lane"],
+    ids=["open-without-token", "short-token", "bad-lane", "default-lane"],
 )
 def test_unsafe_page_settings_are_refused(env: dict[str, str], message: str):
     """Reachable from the network only with a token; tokens long enough; lanes valid."""

@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fake.port = args.port
     fake.start()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
+        signal.signal(signum, signal.default_int_handler)
     print(f"fake LittleHorse listening on {fake.address}", flush=True)
     printed = 0
     statuses: dict[str, int] = {}
