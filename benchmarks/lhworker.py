@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from littlehorse.model import TaskStatus
 
 from benchmarks.common import ROOT, WORKFLOWS
 from fakes.littlehorse import FakeLittleHorse
+from fakes.processes import terminate
 
 TASK = "execute-comfyui-workflow"
 
@@ -44,7 +44,7 @@ def running_worker(
         except Exception as exc:
             raise RuntimeError(f"{exc} (worker log: {log_path})") from exc
         finally:
-            _stop(proc)
+            terminate(proc)
 
 
 def wait_reports(lh: FakeLittleHorse, guids: list[str], timeout_s: float) -> None:
@@ -62,12 +62,3 @@ def wait_reports(lh: FakeLittleHorse, guids: list[str], timeout_s: float) -> Non
     ]
     if failed:
         raise RuntimeError(f"{len(failed)} tasks did not succeed, e.g. {failed[0]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

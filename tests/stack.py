@@ -8,7 +8,6 @@ user would in a shell.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import IO
 
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
+from fakes.processes import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,13 +36,7 @@ class Stack:
 
     def __exit__(self, *exc_info: object) -> None:
         for proc, log in self._workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
             log.close()
         self.lh.stop()
 
