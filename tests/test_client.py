@@ -56,67 +56,67 @@ class Script:
 
 
 @pytest.fixture
-def httpx_mock() -> Script:
+def script() -> Script:
     return Script()
 
 
 @pytest.fixture
-def client(tmp_path: Path, httpx_mock: Script) -> ComfyClient:
+def client(tmp_path: Path, script: Script) -> ComfyClient:
     settings = make_settings(BASE, tmp_path, COMFYUI_HTTP_RETRIES="2")
-    return ComfyClient(settings, transport=httpx.MockTransport(httpx_mock))
+    return ComfyClient(settings, transport=httpx.MockTransport(script))
 
 
-def test_connection_errors_are_retried_then_reported(client: ComfyClient, httpx_mock: Script):
+def test_connection_errors_are_retried_then_reported(client: ComfyClient, script: Script):
     """Three connection failures with two retries give ComfyUnavailableError naming the URL."""
     for _ in range(3):
-        httpx_mock.add_exception(httpx.ConnectError("refused"), url=f"{BASE}/queue")
+        script.add_exception(httpx.ConnectError("refused"), url=f"{BASE}/queue")
     with pytest.raises(ComfyUnavailableError, match=r"comfy\.test:8188 is unreachable"):
         client.queue()
-    assert len(httpx_mock.get_requests()) == 3
+    assert len(script.get_requests()) == 3
 
 
-def test_5xx_burst_is_retried_until_success(client: ComfyClient, httpx_mock: Script):
+def test_5xx_burst_is_retried_until_success(client: ComfyClient, script: Script):
     """Two 503s followed by a 200 succeed on the third try."""
-    httpx_mock.add_response(url=f"{BASE}/queue", status_code=503)
-    httpx_mock.add_response(url=f"{BASE}/queue", status_code=502)
-    httpx_mock.add_response(url=f"{BASE}/queue", json=sample("get_queue_running_pending.json"))
+    script.add_response(url=f"{BASE}/queue", status_code=503)
+    script.add_response(url=f"{BASE}/queue", status_code=502)
+    script.add_response(url=f"{BASE}/queue", json=sample("get_queue_running_pending.json"))
     queue = client.queue()
     assert queue.running == ["8c7445da-3b94-44b2-8731-2b64966c57f2"]
     assert queue.pending == ["c8d9d210-fca7-4d97-b86b-b00f862fe0ec"]
 
 
-def test_persistent_5xx_becomes_server_error(client: ComfyClient, httpx_mock: Script):
+def test_persistent_5xx_becomes_server_error(client: ComfyClient, script: Script):
     """A 500 on every try ends as ComfyServerError with the status."""
     for _ in range(3):
-        httpx_mock.add_response(url=f"{BASE}/system_stats", status_code=500, text="boom")
+        script.add_response(url=f"{BASE}/system_stats", status_code=500, text="boom")
     with pytest.raises(ComfyServerError) as info:
         client.system_stats()
     assert info.value.details["status"] == 500
     assert "boom" in info.value.message
 
 
-def test_4xx_is_not_retried(client: ComfyClient, httpx_mock: Script):
+def test_4xx_is_not_retried(client: ComfyClient, script: Script):
     """A 404 is reported at once, after exactly one request."""
-    httpx_mock.add_response(url=f"{BASE}/history/x", status_code=404)
+    script.add_response(url=f"{BASE}/history/x", status_code=404)
     with pytest.raises(ComfyRequestError, match="404"):
         client.history("x")
-    assert len(httpx_mock.get_requests()) == 1
+    assert len(script.get_requests()) == 1
 
 
-def test_prompt_400_lists_each_failing_node(client: ComfyClient, httpx_mock: Script):
+def test_prompt_400_lists_each_failing_node(client: ComfyClient, script: Script):
     """The type-mismatch 400 names node 2, its class and the details."""
     body = sample("post_prompt_400_type_mismatch.json")["body"]
-    httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
+    script.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
     with pytest.raises(InvalidWorkflowError) as info:
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
     message = info.value.message
     assert "node 2 (SaveImage): Return type mismatch between linked nodes" in message
     assert "received_type(MODEL) mismatch input_type(IMAGE)" in message
     assert info.value.details["node_errors"][0]["input_name"] == "images"
-    assert len(httpx_mock.get_requests()) == 1
+    assert len(script.get_requests()) == 1
 
 
-def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_mock: Script):
+def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, script: Script):
     """A missing checkpoint reads as `ckpt_name 'x' not in [...]` for its node."""
     body = {
         "error": {
@@ -140,7 +140,7 @@ def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_moc
             }
         },
     }
-    httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
+    script.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
     with pytest.raises(
         InvalidWorkflowError,
         match=r"node 4 \(CheckpointLoaderSimple\): Value not in list: ckpt_name: 'x.safetensors' not in \['a.safetensors'\]",
@@ -148,22 +148,22 @@ def test_prompt_400_value_not_in_list_is_readable(client: ComfyClient, httpx_moc
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
 
 
-def test_prompt_400_unknown_node_keeps_details(client: ComfyClient, httpx_mock: Script):
+def test_prompt_400_unknown_node_keeps_details(client: ComfyClient, script: Script):
     """An invalid_prompt 400 without node errors keeps ComfyUI's message and details."""
     body = sample("post_prompt_400_unknown_node.json")["body"]
-    httpx_mock.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
+    script.add_response(url=f"{BASE}/prompt", status_code=400, json=body)
     with pytest.raises(
         InvalidWorkflowError, match=r"node NoSuchNode does not exist\. \(Node ID '#2'\)"
     ):
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
 
 
-def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: Script):
+def test_submit_is_never_retried_by_the_client(client: ComfyClient, script: Script):
     """POST /prompt fails after one request: a blind retry could queue the prompt twice."""
-    httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=f"{BASE}/prompt")
+    script.add_exception(httpx.ReadTimeout("slow"), url=f"{BASE}/prompt")
     with pytest.raises(ComfyUnavailableError):
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
-    assert len(httpx_mock.get_requests()) == 1
+    assert len(script.get_requests()) == 1
 
 
 @pytest.mark.parametrize(
@@ -178,65 +178,65 @@ def test_submit_is_never_retried_by_the_client(client: ComfyClient, httpx_mock: 
 )
 def test_each_failed_submit_says_whether_comfyui_may_have_queued_it(
     client: ComfyClient,
-    httpx_mock: Script,
+    script: Script,
     failure: Exception | httpx.Response,
     maybe_delivered: bool,
 ):
     """Whether to look before resubmitting is decided where the error is made, once."""
-    httpx_mock.answers.append((f"{BASE}/prompt", failure))
+    script.answers.append((f"{BASE}/prompt", failure))
     with pytest.raises((ComfyUnavailableError, ComfyServerError)) as caught:
         client.submit_once({"1": {}}, prompt_id="p", client_id="c")
     assert caught.value.maybe_delivered is maybe_delivered
 
 
-def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, httpx_mock: Script):
+def test_submit_sends_prompt_id_and_client_id(client: ComfyClient, script: Script):
     """The client-chosen prompt_id and client_id are in the body; the number comes back."""
-    httpx_mock.add_response(
+    script.add_response(
         url=f"{BASE}/prompt", json=sample("post_prompt_200_client_prompt_id.json")["body"]
     )
     number = client.submit_once(
         {"1": {"class_type": "X", "inputs": {}}}, prompt_id="pid", client_id="cid"
     )
-    sent = json.loads(httpx_mock.get_requests()[0].content)
+    sent = json.loads(script.get_requests()[0].content)
     assert (sent["prompt_id"], sent["client_id"], number) == ("pid", "cid", 19)
 
 
-def test_non_json_answer_is_a_server_error(client: ComfyClient, httpx_mock: Script):
+def test_non_json_answer_is_a_server_error(client: ComfyClient, script: Script):
     """An HTML page instead of JSON (wrong URL) is reported as not ComfyUI."""
-    httpx_mock.add_response(url=f"{BASE}/system_stats", text="<html>login</html>")
+    script.add_response(url=f"{BASE}/system_stats", text="<html>login</html>")
     with pytest.raises(ComfyServerError, match="is COMFYUI_BASE_URL really ComfyUI"):
         client.system_stats()
 
 
-def test_auth_token_and_headers_are_sent(tmp_path: Path, httpx_mock: Script):
+def test_auth_token_and_headers_are_sent(tmp_path: Path, script: Script):
     """COMFYUI_AUTH_TOKEN and COMFYUI_HTTP_HEADERS go on every request."""
     settings = make_settings(
         BASE, tmp_path, COMFYUI_AUTH_TOKEN="s3cret", COMFYUI_HTTP_HEADERS='{"X-Tenant": "a"}'
     )
-    httpx_mock.add_response(url=f"{BASE}/system_stats", json=sample("get_system_stats.json"))
-    httpx_mock.add_response(
+    script.add_response(url=f"{BASE}/system_stats", json=sample("get_system_stats.json"))
+    script.add_response(
         url=f"{BASE}/api/jobs/00000000-0000-4000-8000-000000000000",
         status_code=404,
         text="404: Not Found",
     )
-    info = ComfyClient(settings, transport=httpx.MockTransport(httpx_mock)).server_info()
+    info = ComfyClient(settings, transport=httpx.MockTransport(script)).server_info()
     assert (info.version, info.jobs_api) == ("0.3.64", False)
-    request = httpx_mock.get_requests()[0]
+    request = script.get_requests()[0]
     assert request.headers["authorization"] == "Bearer s3cret"
     assert request.headers["x-tenant"] == "a"
 
 
-def test_history_unknown_prompt_is_none(client: ComfyClient, httpx_mock: Script):
+def test_history_unknown_prompt_is_none(client: ComfyClient, script: Script):
     """`{}` from /history/{id} means not finished (or unknown)."""
-    httpx_mock.add_response(url=f"{BASE}/history/abc", json={})
+    script.add_response(url=f"{BASE}/history/abc", json={})
     assert client.history("abc") is None
 
 
-def test_interrupt_and_delete_send_targeted_bodies(client: ComfyClient, httpx_mock: Script):
+def test_interrupt_and_delete_send_targeted_bodies(client: ComfyClient, script: Script):
     """Interrupt names the prompt; delete lists the pending ids."""
-    httpx_mock.add_response(url=f"{BASE}/interrupt")
-    httpx_mock.add_response(url=f"{BASE}/queue")
+    script.add_response(url=f"{BASE}/interrupt")
+    script.add_response(url=f"{BASE}/queue")
     client.interrupt("p1")
     client.delete_pending(["p2"])
-    bodies = [json.loads(r.content) for r in httpx_mock.get_requests()]
+    bodies = [json.loads(r.content) for r in script.get_requests()]
     assert bodies == [{"prompt_id": "p1"}, {"delete": ["p2"]}]
