@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from comfyui_worker.download import Downloader
 from comfyui_worker.early import EarlySaver
 from comfyui_worker.execution import Runner
@@ -38,6 +40,7 @@ def views(comfy: FakeComfyUI) -> int:
     return sum(1 for method, path in comfy.requests if (method, path) == ("GET", "/view"))
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_an_output_is_saved_while_later_nodes_still_run(runner: Runner, comfy: FakeComfyUI):
     """Output A is fetched during the one-second node; each file is fetched once in all."""
     seen_before_b: list[int] = []

@@ -184,6 +184,7 @@ def test_completion_is_detected_quickly_over_the_websocket(runner: Runner, comfy
     assert runner.events.connected
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_polling_fallback_when_websocket_is_refused(comfy: FakeComfyUI, settings: ComfySettings):
     """With /ws refused, polling every COMFYUI_POLL_INTERVAL_SEC still finds completion."""
     comfy.websocket_enabled = False
@@ -210,6 +211,7 @@ def test_history_lagging_behind_the_websocket_is_handled(runner: Runner, comfy: 
     assert result.status == "success"
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_restart_that_forgets_the_prompt_fails_as_vanished(runner: Runner, comfy: FakeComfyUI):
     """A ComfyUI restart mid-run is detected within a few poll intervals as retryable."""
     comfy.execution_time_s = 30
@@ -224,6 +226,7 @@ def test_restart_that_forgets_the_prompt_fails_as_vanished(runner: Runner, comfy
 # --- 4. deadline -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_deadline_interrupts_a_running_prompt(comfy: FakeComfyUI, tmp_path: Path):
     """Past COMFYUI_HISTORY_TIMEOUT_SEC the running prompt is interrupted: GPU freed, retryable error."""
     comfy.execution_time_s = 3  # 1 s per node: the interrupt lands at the next node boundary
@@ -473,6 +476,7 @@ def test_a_failing_system_stats_never_fails_a_task(runner: Runner, comfy: FakeCo
     assert comfy.requests.count(("GET", "/system_stats")) == 1
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_a_5xx_burst_while_the_prompt_runs_is_ridden_out(runner: Runner, comfy: FakeComfyUI):
     """/history and /queue answering 503 for a while do not fail a healthy generation."""
     comfy.execution_time_s = 0.6

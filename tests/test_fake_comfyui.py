@@ -446,6 +446,7 @@ def test_injected_oom(comfy):
     assert entry["status"]["status_str"] == "success"
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_interrupt_takes_effect_at_the_next_node_like_the_capture(comfy):
     """A targeted interrupt during a node stops the prompt at the next node boundary."""
     captured = load_fixture("ws_interrupted.jsonl")
@@ -506,6 +507,7 @@ def test_identical_graph_is_fully_cached_with_the_same_files(comfy):
     assert third["outputs"]["2"]["images"][0]["filename"] == "still_00005_.png"
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_history_delay_reproduces_the_race(comfy):
     """With history_delay_s, execution_success arrives before /history has the entry."""
     comfy.history_delay_s = 1.0

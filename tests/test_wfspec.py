@@ -113,6 +113,7 @@ def test_technical_failures_are_retried_then_named_task_failed(
     assert len(lh.task_run("0-1", wf_run_id="wf-crash").attempts) == 4
 
 
+@pytest.mark.slow  # a second or more of real waiting
 def test_timeouts_are_named_task_timeout(lh: FakeLittleHorse, client: LHConfig):
     """The timeout handler comes before TASK_ERROR, which would also catch it."""
 
