@@ -7,7 +7,7 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +127,18 @@ def proc_status_kib(field: str, pid: int | str = "self") -> int:
     return int(match.group(1)) if match else 0
 
 
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+def peak_rss_growth() -> Callable[[], float]:
+    """Start measuring; the returned function gives the peak RSS growth since, in MiB.
+
+    VmHWM is reset to the current RSS (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0).
+    Where that is refused, growth counts from the earlier peak: a lower bound.
+    """
     try:
         Path("/proc/self/clear_refs").write_text("5")
+        base = proc_status_kib("VmRSS")
     except OSError:
-        return False
-    return proc_status_kib("VmHWM") <= proc_status_kib("VmRSS") + 4
+        base = proc_status_kib("VmHWM")
+    return lambda: max(proc_status_kib("VmHWM") - base, 0) / 1024
 
 
 def machine() -> dict[str, Any]:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MIB, ROOT, machine, proc_status_kib, reset_peak_rss
+from benchmarks.common import MIB, ROOT, machine, peak_rss_growth
 from benchmarks.report import GOALS
 
 CHUNK = MIB
@@ -88,8 +88,7 @@ def child_boto3(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _measured(upload: Any) -> dict[str, Any]:
-    reset_ok = any(reset_peak_rss() for _ in range(20))  # idle threads may touch a page
-    rss_before = proc_status_kib("VmRSS")
+    growth_mib = peak_rss_growth()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     upload()
@@ -97,7 +96,7 @@ def _measured(upload: Any) -> dict[str, Any]:
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": took,
-        "rss_growth_mib": (proc_status_kib("VmHWM") - rss_before) / 1024 if reset_ok else None,
+        "rss_growth_mib": growth_mib(),
         "cpu_user_s": cpu_after.ru_utime - cpu_before.ru_utime,
         "cpu_sys_s": cpu_after.ru_stime - cpu_before.ru_stime,
     }

@@ -23,8 +23,8 @@ from benchmarks.common import (
     MIB,
     batch_graph,
     big_graph,
+    peak_rss_growth,
     proc_status_kib,
-    reset_peak_rss,
     settings_for,
     sleep_graph,
     smoke_graph,
@@ -96,11 +96,11 @@ class Download:
         """One big download: figures, and the output's reference (for the raw comparison)."""
         self.settle()
         rss_before = proc_status_kib("VmRSS")
-        hwm_before = proc_status_kib("VmHWM") if reset_peak_rss() else rss_before
+        growth_mib = peak_rss_growth()
         cpu_before = os.times()
         result, wall = _run(runner, big_graph(self.size, "bench/big"), key)
         cpu_after = os.times()
-        hwm_after = proc_status_kib("VmHWM")
+        rss_growth_mib = growth_mib()
         saved = result.outputs[0]
         _check(saved.size_bytes == self.size, f"saved {saved.size_bytes} bytes")
         download_s = result.timings_ms.downloading / 1000
@@ -110,7 +110,7 @@ class Download:
             "download_s": download_s,
             "mb_per_s": self.size / download_s / 1e6,
             "rss_before_mib": rss_before / 1024,
-            "rss_growth_mib": (hwm_after - hwm_before) / 1024,
+            "rss_growth_mib": rss_growth_mib,
             "cpu_user_s": cpu_after.user - cpu_before.user,
             "cpu_sys_s": cpu_after.system - cpu_before.system,
         }
