@@ -127,16 +127,19 @@ def proc_status_kib(field: str, pid: int | str = "self") -> int:
     return int(match.group(1)) if match else 0
 
 
-def peak_rss_growth() -> Callable[[], float]:
+def peak_rss_growth(*, exact: bool = False) -> Callable[[], float]:
     """Start measuring; the returned function gives the peak RSS growth since, in MiB.
 
     VmHWM is reset to the current RSS (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0).
-    Where that is refused, growth counts from the earlier peak: a lower bound.
+    Where that is refused, growth counts from the earlier peak: a lower bound, which a
+    test cannot rely on, so ``exact=True`` raises instead.
     """
     try:
         Path("/proc/self/clear_refs").write_text("5")
         base = proc_status_kib("VmRSS")
     except OSError:
+        if exact:
+            raise
         base = proc_status_kib("VmHWM")
     return lambda: max(proc_status_kib("VmHWM") - base, 0) / 1024
 

@@ -165,17 +165,15 @@ def test_200mb_upload_keeps_memory_flat(seaweed: SeaweedS3, prefix: str, tmp_pat
     script = textwrap.dedent(
         f"""
         import json, sys
-        from benchmarks.common import proc_status_kib, reset_peak_rss
+        from benchmarks.common import peak_rss_growth
         from comfyui_worker.objstore import ObjectStore
         from tests.test_objstore import chunks
         store = ObjectStore({f"s3://{seaweed.bucket}/{prefix}"!r}, {seaweed.config()!r})
         run = store.run("big")
         run.write("warm.bin", chunks(12 * 2**20, seed=1), media_type="x", size_hint=None)
-        assert reset_peak_rss(), "cannot reset VmHWM"
-        base = proc_status_kib("VmRSS")
+        growth_mib = peak_rss_growth(exact=True)
         stored = run.write("out.bin", chunks({size}), media_type="video/mp4", size_hint=None)
-        growth = (proc_status_kib("VmHWM") - base) / 1024
-        print(json.dumps({{"growth_mib": growth, "sha256": stored.sha256, "size": stored.size_bytes}}))
+        print(json.dumps({{"growth_mib": growth_mib(), "sha256": stored.sha256, "size": stored.size_bytes}}))
         """
     )
     done = subprocess.run(
