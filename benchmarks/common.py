@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import os
 import platform
+import random
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,20 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
         "min_ms": min(ms) if ms else math.nan,
         "max_ms": max(ms) if ms else math.nan,
     }
+
+
+# --- bytes ------------------------------------------------------------------------------
+
+
+def byte_chunks(size: int, *, seed: int = 0, chunk: int = MIB) -> Iterator[bytes]:
+    """``size`` reproducible, incompressible bytes as fresh ``bytes`` objects, as httpx yields."""
+    block = bytearray(random.Random(seed).randbytes(chunk))
+    sent = 0
+    while sent < size:
+        block[:8] = sent.to_bytes(8, "little")
+        piece = bytes(block[: min(chunk, size - sent)])
+        sent += len(piece)
+        yield piece
 
 
 # --- /proc ------------------------------------------------------------------------------

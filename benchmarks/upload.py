@@ -27,26 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MIB, ROOT, machine, peak_rss_growth
+from benchmarks.common import MIB, ROOT, byte_chunks, machine, peak_rss_growth
 from benchmarks.report import GOALS
-
-CHUNK = MIB
-
-
-def stream(size: int) -> Any:
-    """``size`` bytes as fresh 1 MiB ``bytes`` objects, each a little different."""
-    block = bytearray(os.urandom(CHUNK))
-    sent = 0
-    while sent < size:
-        block[:8] = sent.to_bytes(8, "little")
-        piece = bytes(block[: min(CHUNK, size - sent)])
-        sent += len(piece)
-        yield piece
 
 
 def write_file(path: Path, size: int) -> None:
     with path.open("wb") as out:
-        for piece in stream(size):
+        for piece in byte_chunks(size):
             out.write(piece)
 
 
@@ -59,11 +46,11 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     config = json.loads(args.config)
     store = ObjectStore(args.url, config, part_bytes=args.part_mib * MIB)
     run = store.run("bench")
-    run.write("warm.bin", stream(16 * MIB), media_type="x", size_hint=None)  # runtime, pool
+    run.write("warm.bin", byte_chunks(16 * MIB), media_type="x", size_hint=None)  # runtime, pool
     return _measured(
         lambda: (
             run.write(
-                "ours.bin", stream(args.size), media_type="video/mp4", size_hint=args.size
+                "ours.bin", byte_chunks(args.size), media_type="video/mp4", size_hint=args.size
             ).sha256
         )
     )

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.common import MIB, ROOT, byte_chunks
 from comfyui_worker.errors import ConfigError, OutputRejectedError, OutputStorageError
 from comfyui_worker.execution import Runner
 from comfyui_worker.objstore import RECORDS, ObjectStore
@@ -28,24 +29,22 @@ from tests.conftest import make_request, make_settings
 pytestmark = pytest.mark.slow
 
 
-MIB = 1024 * 1024
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def chunks(size: int, chunk: int = MIB, seed: int = 0) -> Iterator[bytes]:
-    """``size`` deterministic bytes as fresh ``bytes`` objects (as httpx yields them)."""
-    block = bytearray(hashlib.sha256(str(seed).encode()).digest() * (chunk // 32 + 1))[:chunk]
-    sent = 0
-    while sent < size:
-        block[:8] = sent.to_bytes(8, "little")
-        piece = bytes(block[: min(chunk, size - sent)])
-        sent += len(piece)
-        yield piece
+def run_python(script: str, timeout_s: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -c SCRIPT`` from the project root, with ``env`` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def digest(size: int, seed: int = 0) -> str:
     h = hashlib.sha256()
-    for piece in chunks(size, seed=seed):
+    for piece in byte_chunks(size, seed=seed):
         h.update(piece)
     return h.hexdigest()
 
@@ -165,26 +164,17 @@ def test_200mb_upload_keeps_memory_flat(seaweed: SeaweedS3, prefix: str, tmp_pat
     script = textwrap.dedent(
         f"""
         import json, sys
-        from benchmarks.common import peak_rss_growth
+        from benchmarks.common import byte_chunks, peak_rss_growth
         from comfyui_worker.objstore import ObjectStore
-        from tests.test_objstore import chunks
         store = ObjectStore({f"s3://{seaweed.bucket}/{prefix}"!r}, {seaweed.config()!r})
         run = store.run("big")
-        run.write("warm.bin", chunks(12 * 2**20, seed=1), media_type="x", size_hint=None)
+        run.write("warm.bin", byte_chunks(12 * 2**20, seed=1), media_type="x", size_hint=None)
         growth_mib = peak_rss_growth(exact=True)
-        stored = run.write("out.bin", chunks({size}), media_type="video/mp4", size_hint=None)
+        stored = run.write("out.bin", byte_chunks({size}), media_type="video/mp4", size_hint=None)
         print(json.dumps({{"growth_mib": growth_mib(), "sha256": stored.sha256, "size": stored.size_bytes}}))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    done = run_python(script, timeout_s=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["size"] == size and report["sha256"] == digest(size)
@@ -222,7 +212,7 @@ def test_connection_cut_mid_upload_then_retry_completes(
     proxy.cut_after(20 * MIB)
     try:
         with pytest.raises(OutputStorageError) as failure:
-            run.write(key, chunks(size), media_type="video/mp4", size_hint=size)
+            run.write(key, byte_chunks(size), media_type="video/mp4", size_hint=size)
     finally:
         writing.clear()
         watcher.join()
@@ -235,7 +225,7 @@ def test_connection_cut_mid_upload_then_retry_completes(
     retry = store_for(seaweed, prefix, endpoint=proxy.endpoint).run("r")
     retry.prepare()
     assert retry.reusable(key) is None
-    stored = retry.write(key, chunks(size), media_type="video/mp4", size_hint=size)
+    stored = retry.write(key, byte_chunks(size), media_type="video/mp4", size_hint=size)
     assert stored.sha256 == digest(size) and stored.size_bytes == size
     assert hashlib.sha256(body(seaweed, final)).hexdigest() == digest(size)
 
@@ -244,7 +234,7 @@ def test_a_failing_stream_raises_its_own_error_and_leaves_nothing(seaweed: Seawe
     """An error from the chunks (output over the cap) propagates unchanged; no object appears."""
 
     def failing() -> Iterator[bytes]:
-        yield from chunks(20 * MIB)
+        yield from byte_chunks(20 * MIB)
         raise OutputRejectedError("over the limit")
 
     run = store_for(seaweed, prefix).run("r")
@@ -262,8 +252,10 @@ def test_objects_already_there_are_not_uploaded_again(
     """A retry reuses a whole small (metadata) and big (record) object without re-uploading."""
     first = store_for(seaweed, prefix, endpoint=proxy.endpoint).run("r")
     first.prepare()
-    small = first.write("a.png", chunks(MIB), media_type="image/png", size_hint=MIB)
-    big = first.write("b.mp4", chunks(24 * MIB, seed=2), media_type="video/mp4", size_hint=None)
+    small = first.write("a.png", byte_chunks(MIB), media_type="image/png", size_hint=MIB)
+    big = first.write(
+        "b.mp4", byte_chunks(24 * MIB, seed=2), media_type="video/mp4", size_hint=None
+    )
     before = proxy.bytes_up
 
     retry = store_for(seaweed, prefix, endpoint=proxy.endpoint).run("r")
@@ -381,15 +373,7 @@ def test_the_environment_is_never_consulted(seaweed: SeaweedS3, prefix: str):
         "AWS_REQUEST_PAYER": "true",
         "AWS_S3_EXPRESS": "true",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **bogus},
-    )
+    done = run_python(script, timeout_s=120, **bogus)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
