@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import structlog
 
 from comfyui_worker.client import ComfyClient
-from comfyui_worker.errors import OutputRejectedError, WorkerShuttingDownError
-from comfyui_worker.outputs import FileId, OutputRef, plan
+from comfyui_worker.errors import WorkerShuttingDownError
+from comfyui_worker.outputs import FileId, OutputRef, plan, rejected
 from comfyui_worker.result import SavedOutput
 from comfyui_worker.store import RunStore, Stored
 
@@ -115,12 +115,9 @@ class Downloader:
 
     def _check_size(self, ref: OutputRef, size: int) -> None:
         if size > self.max_bytes:
-            raise OutputRejectedError(
-                f"output of node {ref.node_id} ({ref.key}) {ref.filename!r} rejected: "
+            raise rejected(
+                ref,
                 f"{size} bytes is over the limit of {self.max_bytes} (COMFYUI_MAX_OUTPUT_BYTES)",
-                node_id=ref.node_id,
-                key=ref.key,
-                filename=ref.filename,
                 size_bytes=size,
             )
 

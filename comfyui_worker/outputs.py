@@ -135,11 +135,11 @@ def relative_key(ref: OutputRef) -> str:
     if ref.subfolder:
         sub = PurePosixPath(ref.subfolder.replace("\\", "/"))
         if sub.is_absolute():
-            raise _rejected(ref, "subfolder is an absolute path")
+            raise rejected(ref, "subfolder is an absolute path")
         parts += [_safe_part(p, ref, "subfolder") for p in sub.parts]
     parts.append(_safe_part(ref.filename, ref, "filename"))
     if len(parts) > 1 and parts[0] in RESERVED:  # a file of that name is renamed instead
-        raise _rejected(ref, f"folder {parts[0]!r} is a name the worker keeps for itself")
+        raise rejected(ref, f"folder {parts[0]!r} is a name the worker keeps for itself")
     return "/".join(parts)
 
 
@@ -153,15 +153,16 @@ def _safe_part(part: str, ref: OutputRef, field: str) -> str:
         or (len(part) > 1 and part[1] == ":")
     )
     if bad:
-        raise _rejected(ref, f"unsafe {field} {part!r}")
+        raise rejected(ref, f"unsafe {field} {part!r}")
     if safe_string(part) != part:
-        raise _rejected(ref, f"{field} is not valid Unicode")
+        raise rejected(ref, f"{field} is not valid Unicode")
     if len(part.encode("utf-8")) > MAX_NAME_BYTES:
-        raise _rejected(ref, f"{field} is longer than {MAX_NAME_BYTES} bytes")
+        raise rejected(ref, f"{field} is longer than {MAX_NAME_BYTES} bytes")
     return part
 
 
-def _rejected(ref: OutputRef, reason: str) -> OutputRejectedError:
+def rejected(ref: OutputRef, reason: str, **details: Any) -> OutputRejectedError:
+    """The one way to refuse an output: names its node, output key, subfolder and file."""
     return OutputRejectedError(
         f"output of node {ref.node_id} ({ref.key}) {ref.subfolder!r}/{ref.filename!r} "
         f"rejected: {reason}",
@@ -169,4 +170,5 @@ def _rejected(ref: OutputRef, reason: str) -> OutputRejectedError:
         key=ref.key,
         filename=ref.filename,
         subfolder=ref.subfolder,
+        **details,
     )
