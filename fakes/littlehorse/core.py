@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from littlehorse.model import (
     Checkpoint,
     PutTaskDefRequest,
@@ -37,6 +38,7 @@ from littlehorse.model import (
 from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord, WfRunRecord
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 NOT_FOUND_MESSAGE = "Requested object was not found."
 
@@ -44,6 +46,13 @@ NOT_FOUND_MESSAGE = "Requested object was not found."
 def now() -> datetime:
     """The wall-clock time stamped on records (not scaled)."""
     return datetime.now(UTC)
+
+
+def copied(message: _M) -> _M:
+    """A deep copy of a protobuf message: what a read hands out, never the stored one."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 def abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:

@@ -37,7 +37,7 @@ from littlehorse.model import (
     WfRunIdList,
 )
 
-from fakes.littlehorse.core import NOT_FOUND_MESSAGE, ApiError, FakeCore, abort
+from fakes.littlehorse.core import NOT_FOUND_MESSAGE, ApiError, FakeCore, abort, copied
 from fakes.littlehorse.records import TaskRunRecord, WfRunRecord
 from fakes.littlehorse.values import MASK
 
@@ -71,8 +71,7 @@ def _in_window(timestamp, request) -> bool:
 
 def masked_task_run(record: TaskRunRecord) -> TaskRun:
     """The TaskRun as a read shows it: masked inputs and outputs replaced by ``*****``."""
-    run = TaskRun()
-    run.CopyFrom(record.run)
+    run = copied(record.run)
     for variable in run.input_variables:
         if variable.masked:
             variable.value.CopyFrom(VariableValue(str=MASK))
@@ -84,8 +83,7 @@ def masked_task_run(record: TaskRunRecord) -> TaskRun:
 
 def masked_variable(variable: Variable) -> Variable:
     """The Variable as a read shows it."""
-    copy = Variable()
-    copy.CopyFrom(variable)
+    copy = copied(variable)
     if copy.masked:
         copy.value.CopyFrom(VariableValue(str=MASK))
     return copy
@@ -111,11 +109,7 @@ class ReadRpcs(FakeCore):
 
         def find() -> WfRun | None:
             record = self._wf_runs.get(request.id)
-            if record is None:
-                return None
-            copy = WfRun()
-            copy.CopyFrom(record.run)
-            return copy
+            return None if record is None else copied(record.run)
 
         return self._read(context, find)
 
@@ -127,11 +121,7 @@ class ReadRpcs(FakeCore):
             node_run = None
             if record is not None:
                 node_run = record.node_runs.get((request.thread_run_number, request.position))
-            if node_run is None:
-                return None
-            copy = NodeRun()
-            copy.CopyFrom(node_run)
-            return copy
+            return None if node_run is None else copied(node_run)
 
         return self._read(context, find)
 
@@ -168,9 +158,7 @@ class ReadRpcs(FakeCore):
             for (thread, position), node_run in record.node_runs.items() if record else []:
                 if request.HasField("thread_run_number") and thread != request.thread_run_number:
                     continue
-                copy = NodeRun()
-                copy.CopyFrom(node_run)
-                items.append((f"{thread}/{position}", copy))
+                items.append((f"{thread}/{position}", copied(node_run)))
         results, bookmark = _page(items, request)
         return NodeRunList(results=results, bookmark=bookmark)
 

@@ -72,38 +72,43 @@ class TaskRuns(FakeCore):
         )
         self._enqueue(task)
 
-    def _claim(self, task: ScheduledTask, stream: Stream) -> None:
-        """``TaskClaimEventModel`` + ``onTaskAttemptStarted``: the attempt starts running."""
-        self.delivered[(task.task_run_id.task_guid, task.attempt_number)] = time.monotonic()
+    def _attempt_of(
+        self, task: ScheduledTask, status: TaskStatus
+    ) -> tuple[TaskRunRecord, TaskAttempt] | None:
+        """The TaskRun and attempt a ScheduledTask names, if that attempt is in ``status``."""
         record = self._task_runs.get(_key_of(task))
         number = task.attempt_number
         if record is None or number >= len(record.run.attempts):
-            return
+            return None
         attempt = record.run.attempts[number]
-        if attempt.status != TaskStatus.TASK_SCHEDULED:
+        return (record, attempt) if attempt.status == status else None
+
+    def _claim(self, task: ScheduledTask, stream: Stream) -> None:
+        """``TaskClaimEventModel`` + ``onTaskAttemptStarted``: the attempt starts running."""
+        self.delivered[(task.task_run_id.task_guid, task.attempt_number)] = time.monotonic()
+        found = self._attempt_of(task, TaskStatus.TASK_SCHEDULED)
+        if found is None:
             return
+        record, attempt = found
         attempt.status = TaskStatus.TASK_RUNNING
         attempt.start_time.FromDatetime(now())
         attempt.task_worker_id = stream.client_id
         attempt.task_worker_version = stream.worker_version
         record.indexed_status = TaskStatus.TASK_RUNNING
         record.sync_status()
-        self._arm_timeout(record, number)
+        self._arm_timeout(record, task.attempt_number)
         self._task_run_changed(record)
 
     def _unclaim(self, task: ScheduledTask) -> None:
         """Undo a claim whose ScheduledTask never left the fake (its stream died first)."""
-        record = self._task_runs.get(_key_of(task))
-        number = task.attempt_number
-        if record is None or number >= len(record.run.attempts):
+        found = self._attempt_of(task, TaskStatus.TASK_RUNNING)
+        if found is None:
             return
-        attempt = record.run.attempts[number]
-        if attempt.status != TaskStatus.TASK_RUNNING:
-            return
+        record, attempt = found
         attempt.status = TaskStatus.TASK_SCHEDULED
         for name in ("start_time", "task_worker_id", "task_worker_version"):
             attempt.ClearField(name)
-        record.epochs[number] += 1  # its timeout timer must not fire
+        record.epochs[task.attempt_number] += 1  # its timeout timer must not fire
         record.indexed_status = TaskStatus.TASK_SCHEDULED
         record.sync_status()
         self._task_run_changed(record)

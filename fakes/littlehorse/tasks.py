@@ -42,7 +42,7 @@ from littlehorse.model import (
 )
 from littlehorse.utils import to_variable_value
 
-from fakes.littlehorse.core import abort, now
+from fakes.littlehorse.core import abort, copied, now
 from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord
 from fakes.littlehorse.taskruns import TaskRuns
 
@@ -121,9 +121,7 @@ class TaskRpcs(TaskRuns):
     def task_run(self, task_guid: str, *, wf_run_id: str | None = None) -> TaskRun:
         """A copy of the TaskRun (as GetTaskRun returns it) with that guid."""
         with self._cond:
-            copy = TaskRun()
-            copy.CopyFrom(self._find_task_run(task_guid, wf_run_id).run)
-            return copy
+            return copied(self._find_task_run(task_guid, wf_run_id).run)
 
     def queued(self, task_def_name: str) -> int:
         """How many scheduled tasks of that TaskDef no worker has taken yet."""

@@ -26,7 +26,7 @@ from littlehorse.model import (
     WfRunVariableAccessLevel,
 )
 
-from fakes.littlehorse.core import ApiError, abort
+from fakes.littlehorse.core import ApiError, abort, copied
 from fakes.littlehorse.engine import WfEngine
 from fakes.littlehorse.records import WfRunRecord
 from fakes.littlehorse.shapes import unsupported
@@ -51,7 +51,7 @@ class WfRunRpcs(WfEngine):
         """A copy of the WfRun (as GetWfRun returns it), or None."""
         with self._cond:
             record = self._wf_runs.get(wf_run_id)
-            return None if record is None else _copy(record.run)
+            return None if record is None else copied(record.run)
 
     def wait_wf_run(
         self,
@@ -66,7 +66,7 @@ class WfRunRpcs(WfEngine):
             record = self._wf_runs.get(wf_run_id)
             if record is None or record.run.status not in wanted:
                 return None
-            return _copy(record.run)
+            return copied(record.run)
 
         names = sorted(enum_name(LHStatus, s) for s in wanted)
         return self.wait_for(probe, timeout_s, f"WfRun {wf_run_id} in {names}")
@@ -77,7 +77,7 @@ class WfRunRpcs(WfEngine):
         """Validate and start a WfRun; an id already taken is ALREADY_EXISTS."""
         try:
             with self._cond:
-                return _copy(self._run_wf(request).run)
+                return copied(self._run_wf(request).run)
         except ApiError as error:
             abort(context, error.code, error.details)
 
@@ -201,9 +201,3 @@ def _thread_error(
     if number < 0 or number > record.run.greatest_threadrun_number:
         return ApiError(_INVALID, f"Tried to {verb} a non-existent thread id.")
     return None
-
-
-def _copy(run: WfRun) -> WfRun:
-    copy = WfRun()
-    copy.CopyFrom(run)
-    return copy
