@@ -9,6 +9,7 @@ WebSocket like the worker's own ComfyUI, when that server answers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import structlog
 from pydantic import AnyHttpUrl
 
-from comfyui_worker.client import UNKNOWN_SERVER, ComfyClient, ServerInfo
+from comfyui_worker.client import ComfyClient, ServerInfo
 from comfyui_worker.errors import TechnicalError
 from comfyui_worker.events import EventStream
 from comfyui_worker.fencing import Submission
@@ -26,15 +27,23 @@ from comfyui_worker.waiting import Finished, outcome
 log = structlog.get_logger("comfyui_worker.adoption")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Server:
-    """One ComfyUI the worker talks to: its client, its WebSocket, what it is."""
+    """One ComfyUI the worker talks to: its client (which knows what it is), its WebSocket."""
 
     client: ComfyClient
     events: EventStream
-    info: ServerInfo
-    base_url: str
     owned: bool = False  # a peer opened for one task, closed after it
+
+    @property
+    def info(self) -> ServerInfo:
+        """What the client last learned of this server (``UNKNOWN_SERVER`` until then)."""
+        return self.client.info
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL, credentials redacted."""
+        return self.client.base_url
 
     def close(self) -> None:
         """Close a peer's connections (the worker's own server stays open)."""
@@ -102,12 +111,9 @@ def _on_peer(settings: ComfySettings, url: str, prompt_ids: list[str]) -> Adopte
 
 def _peer(settings: ComfySettings, client: ComfyClient) -> Server:
     """A peer to wait on and download from, with this worker's auth headers."""
-    try:
-        info = client.server_info()
-    except TechnicalError:
-        info = UNKNOWN_SERVER
-    events = EventStream(settings).start()
-    return Server(client, events, info, settings.base_url_str, owned=True)
+    with contextlib.suppress(TechnicalError):  # unlearned, it is served by the legacy routes
+        client.server_info()
+    return Server(client, EventStream(settings).start(), owned=True)
 
 
 def succeeded(entry: dict[str, Any]) -> bool:

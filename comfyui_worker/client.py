@@ -73,7 +73,7 @@ class ComfyClient:
     ) -> None:
         self.settings = settings
         self.base_url = settings.base_url_str
-        self.jobs_api = False  # learned by server_info(): then status and cancel use /api/jobs
+        self.info = UNKNOWN_SERVER  # server_info() learns it; with jobs_api, /api/jobs is used
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=settings.request_headers(),
@@ -139,7 +139,7 @@ class ComfyClient:
         One jobs-API call where the server has it; else the queue is read first: a
         prompt can finish between the two reads, never the other way round.
         """
-        if self.jobs_api:
+        if self.info.jobs_api:
             status = self.job_status(prompt_id)
             states = {"pending": "pending", "in_progress": "running", None: None}
             return states.get(status, "finished")
@@ -187,11 +187,11 @@ class ComfyClient:
         self._checked(self._send_once("GET", "/system_stats", timeout=timeout_s))
 
     def server_info(self) -> ServerInfo:
-        """ComfyUI's version, and whether it serves the jobs API (learned, not assumed)."""
+        """Learn ComfyUI's version, and whether it serves the jobs API (never assumed)."""
         system = self.system_stats().get("system", {})
         version = str(system.get("comfyui_version", "unknown"))
-        self.jobs_api = self.has_jobs_api()
-        return ServerInfo(version=version, jobs_api=self.jobs_api)
+        self.info = ServerInfo(version=version, jobs_api=self.has_jobs_api())
+        return self.info
 
     def has_jobs_api(self) -> bool:
         """Probe ``GET /api/jobs/{unknown id}``: the route answers JSON, an old server 404s."""

@@ -17,7 +17,7 @@ import structlog
 
 from comfyui_worker import __version__, adoption
 from comfyui_worker.adoption import Adopted, Server
-from comfyui_worker.client import UNKNOWN_SERVER, ComfyClient, ServerInfo
+from comfyui_worker.client import ComfyClient, ServerInfo
 from comfyui_worker.download import Downloader
 from comfyui_worker.early import EarlySaver
 from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError
@@ -59,7 +59,7 @@ class Runner:
         self.store: OutputStore = store or open_store(settings)
         self.events = EventStream(settings).start()
         self.events.on_reconnect = self._on_reconnect
-        self.local = Server(self.client, self.events, UNKNOWN_SERVER, settings.base_url_str)
+        self.local = Server(self.client, self.events)
         self.submitter = Submitter(settings, self.client, self.events)
         self._learned = False
         self._abort = threading.Event()
@@ -100,12 +100,10 @@ class Runner:
 
     def learn_server(self) -> ServerInfo:
         """Ask ComfyUI its version and API generation (at start and after a reconnect)."""
-        self.local.info = self.client.server_info()
+        info = self.client.server_info()
         self._learned = True
-        log.info(
-            "comfy.server_info", version=self.local.info.version, jobs_api=self.local.info.jobs_api
-        )
-        return self.local.info
+        log.info("comfy.server_info", version=info.version, jobs_api=info.jobs_api)
+        return info
 
     def known_server(self) -> ServerInfo:
         """The last known server facts, learned now if not yet; never raises.
@@ -117,7 +115,7 @@ class Runner:
                 return self.learn_server()
             except TechnicalError as exc:
                 log.warning("comfy.server_info_unavailable", error=exc.name, message=exc.message)
-        return self.local.info
+        return self.client.info
 
     def _on_reconnect(self) -> None:
         """ComfyUI may have restarted (new models, a new version): forget what we knew."""

@@ -224,7 +224,7 @@ def _delete_pending(client: ComfyClient, prompt_id: str) -> bool:
 
 def cancel(client: ComfyClient, prompt_id: str) -> str:
     """Free the GPU: delete the prompt if pending, interrupt it if running."""
-    if client.jobs_api:
+    if client.info.jobs_api:
         return _cancel_job(client, prompt_id)
     queue = client.queue()
     if prompt_id not in queue:
