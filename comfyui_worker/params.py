@@ -21,11 +21,10 @@ from comfyui_worker.overrides import locate_input
 from comfyui_worker.placeholders import (
     NAME,
     NAME_RE,
-    PLACEHOLDER,
     PROMPT_MARKER,
     SEED_MARKER,
     is_link,
-    names_in,
+    references,
     strings,
 )
 from comfyui_worker.suggest import did_you_mean, quote_list
@@ -160,23 +159,21 @@ def _parse_targets(raw: object, graph: Graph, where: str) -> tuple[Target, ...]:
 
 
 def discover(graph: Graph) -> dict[str, ParamSpec]:
-    """Parameters implied by placeholders (declarations, merged later, win)."""
+    """Parameters implied by placeholders, the first reference deciding (declarations win)."""
     found: dict[str, ParamSpec] = {}
     for text in input_strings(graph):
-        for name in PLACEHOLDER.findall(text):
-            found.setdefault(
-                name, ParamSpec(name, description=f"fills {{{{{name}}}}}", declared=False)
-            )
-        if text == SEED_MARKER:
-            found.setdefault("seed", _legacy_seed())
-        if PROMPT_MARKER in text:
-            found.setdefault(
-                "prompt",
-                ParamSpec(
-                    "prompt", "string", description="fills PROMPT_PLACEHOLDER", declared=False
-                ),
-            )
+        for name, marker in references(text):
+            if name not in found:
+                found[name] = _implied(name, marker)
     return found
+
+
+def _implied(name: str, marker: str | None) -> ParamSpec:
+    if marker == SEED_MARKER:
+        return _legacy_seed()
+    if marker == PROMPT_MARKER:
+        return ParamSpec(name, "string", description="fills PROMPT_PLACEHOLDER", declared=False)
+    return ParamSpec(name, description=f"fills {{{{{name}}}}}", declared=False)
 
 
 def _legacy_seed() -> ParamSpec:
@@ -199,14 +196,8 @@ def input_strings(graph: Graph) -> Iterator[str]:
             yield from strings(value)
 
 
-def placeholder_names(graph: Graph) -> list[str]:
-    """Parameter names referenced by placeholders anywhere in the graph's inputs."""
-    return [name for text in input_strings(graph) for name in names_in(text)]
-
-
-def check_used(declared: Mapping[str, ParamSpec], graph: Graph) -> None:
-    """Reject declared parameters that reach no input: almost certainly a typo."""
-    used = set(placeholder_names(graph))
+def check_used(declared: Mapping[str, ParamSpec], used: Collection[str]) -> None:
+    """Reject declared parameters that reach no input (``used``: placeholders): a typo."""
     for spec in declared.values():
         if not spec.targets and spec.name not in used:
             raise DeclarationError(

@@ -43,14 +43,19 @@ def exact_name(text: str) -> str | None:
     return None
 
 
-def names_in(text: str) -> Iterator[str]:
-    """Every parameter a string refers to, legacy markers included."""
-    exact = exact_name(text)
-    if exact is not None:
-        yield exact
-        return
-    for match in TEXT_SLOT.finditer(text):
-        yield match[1] or "prompt"
+def references(text: str) -> Iterator[tuple[str, str | None]]:
+    """Every parameter a string refers to, with the legacy marker naming it (None: ``{{}}``).
+
+    The same reading as ``fill_text``: what is found here is exactly what gets filled.
+    """
+    match = PLACEHOLDER.fullmatch(text)
+    if match:
+        yield match[1], None
+    elif text == SEED_MARKER:
+        yield "seed", SEED_MARKER
+    else:
+        for slot in TEXT_SLOT.finditer(text):
+            yield (slot[1], None) if slot[1] else ("prompt", PROMPT_MARKER)
 
 
 def fill_text(text: str, values: dict[str, Any]) -> Any:

@@ -60,12 +60,12 @@ class Template:
             declared_raw = obj[PARAMS_KEY]
             body = {key: value for key, value in obj.items() if key != PARAMS_KEY}
         graph = validate_graph(body, source=where)
+        discovered = discover(graph)
         try:
             declared = parse_declarations(declared_raw, graph)
-            check_used(declared, graph)
+            check_used(declared, discovered.keys())
         except DeclarationError as exc:
             raise InvalidWorkflowError(f"{where}: {exc}", source=where) from None
-        discovered = discover(graph)
         params = {**declared, **{k: v for k, v in discovered.items() if k not in declared}}
         return cls(name=name, graph=graph, params=params, source=source)
 

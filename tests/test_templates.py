@@ -264,6 +264,14 @@ def test_legacy_prompt_placeholder() -> None:
         render(graph, {})
 
 
+def test_braced_marker_is_its_own_parameter_not_prompt() -> None:
+    """ "{{PROMPT_PLACEHOLDER}}" is a parameter of that name: 'prompt' is neither listed nor needed."""
+    graph = {"1": {"class_type": "A", "inputs": {"text": "a {{PROMPT_PLACEHOLDER}} b"}}}
+    assert set(template(graph).params) == {"PROMPT_PLACEHOLDER"}
+    rendered = render(graph, {"PROMPT_PLACEHOLDER": "fox"})
+    assert rendered.graph["1"]["inputs"]["text"] == "a fox b"
+
+
 def test_legacy_seed_placeholder_is_random_unless_given() -> None:
     """SEED_PLACEHOLDER is an int seed: drawn when omitted or -1, kept when given."""
     graph = {"1": {"class_type": "KSampler", "inputs": {"seed": "SEED_PLACEHOLDER"}}}
