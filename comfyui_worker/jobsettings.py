@@ -10,21 +10,23 @@ a non-loopback ``WORKER_UI_HOST`` without ``WORKER_UI_TOKEN`` is refused at star
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
-from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from comfyui_worker.settings import DEFAULT_LANE, OutputStoreSettings, _EnvSettings, is_lane_name
+from comfyui_worker.settings import (
+    DEFAULT_LANE,
+    CommaList,
+    OutputStoreSettings,
+    TemplateSettings,
+    _EnvSettings,
+    is_lane_name,
+)
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class JobsSettings(OutputStoreSettings):
+class JobsSettings(OutputStoreSettings, TemplateSettings):
     """Templates to submit, and the worker's output location to read outputs back."""
-
-    workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
 
 
 class UiSettings(_EnvSettings):
@@ -33,7 +35,7 @@ class UiSettings(_EnvSettings):
     host: str = Field("127.0.0.1", min_length=1, alias="WORKER_UI_HOST")
     port: int = Field(8090, ge=0, le=65535, alias="WORKER_UI_PORT")
     token: SecretStr | None = Field(None, alias="WORKER_UI_TOKEN")
-    lanes: Annotated[tuple[str, ...], NoDecode] = Field((), alias="WORKER_UI_LANES")
+    lanes: CommaList = Field((), alias="WORKER_UI_LANES")
 
     @field_validator("token")
     @classmethod
@@ -41,14 +43,6 @@ class UiSettings(_EnvSettings):
         """A guessable token is no protection: at least 16 characters."""
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
-        return value
-
-    @field_validator("lanes", mode="before")
-    @classmethod
-    def _split_lanes(cls, value: Any) -> Any:
-        """A comma-separated list of lane names (``urgent,batch``)."""
-        if isinstance(value, str):
-            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
     @field_validator("lanes")

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -42,6 +43,17 @@ def is_lane_name(value: str) -> bool:
     return re.fullmatch(TASK_NAME_PATTERN, value) is not None
 
 
+def _split_commas(value: Any) -> Any:
+    """An environment string ``a, b,c`` as a tuple (blank items dropped); others pass."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+#: A comma-separated list in one variable (not pydantic-settings' JSON decoding).
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+
+
 class _EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(
         populate_by_name=False, extra="ignore", frozen=True, case_sensitive=True
@@ -58,6 +70,12 @@ class DeadlineSettings(_EnvSettings):
     def slots(self) -> int:
         """Tasks the worker runs at once: the executing one, plus one queued behind it."""
         return 1 + self.prefetch
+
+
+class TemplateSettings(_EnvSettings):
+    """Where the templates are: the worker renders them, the job side submits through them."""
+
+    workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
 
 
 class OutputStoreSettings(_EnvSettings):
@@ -94,7 +112,7 @@ class OutputStoreSettings(_EnvSettings):
         }
 
 
-class ComfySettings(DeadlineSettings, OutputStoreSettings):
+class ComfySettings(DeadlineSettings, OutputStoreSettings, TemplateSettings):
     """How to reach ComfyUI, how long to wait, and where outputs go."""
 
     base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
@@ -109,12 +127,9 @@ class ComfySettings(DeadlineSettings, OutputStoreSettings):
     preflight: bool = Field(True, alias="COMFYUI_PREFLIGHT")
     auth_token: SecretStr | None = Field(None, alias="COMFYUI_AUTH_TOKEN")
     http_headers: dict[str, str] = Field(default_factory=dict, alias="COMFYUI_HTTP_HEADERS")
-    workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
     input_dir: Path | None = Field(None, alias="COMFYUI_INPUT_DIR")
     allow_input_urls: bool = Field(False, alias="COMFYUI_ALLOW_INPUT_URLS")
-    input_url_allow: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), alias="COMFYUI_INPUT_URL_ALLOW"
-    )
+    input_url_allow: CommaList = Field((), alias="COMFYUI_INPUT_URL_ALLOW")
     input_url_trust_env: bool = Field(False, alias="COMFYUI_INPUT_URL_TRUST_ENV")
     input_url_timeout_s: float = Field(60.0, gt=0, alias="COMFYUI_INPUT_URL_TIMEOUT_SEC")
     max_input_image_bytes: int = Field(50 * MIB, gt=0, alias="COMFYUI_MAX_INPUT_IMAGE_BYTES")
@@ -146,14 +161,6 @@ class ComfySettings(DeadlineSettings, OutputStoreSettings):
             if not isinstance(parsed, dict):
                 raise ValueError('must be a JSON object such as {"X-Api-Key": "..."}')
             return parsed
-        return value
-
-    @field_validator("input_url_allow", mode="before")
-    @classmethod
-    def _split_allow_list(cls, value: Any) -> Any:
-        """A comma-separated list of host names, addresses or CIDR ranges."""
-        if isinstance(value, str):
-            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
     @property
