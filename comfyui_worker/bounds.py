@@ -53,8 +53,9 @@ def bound_json(value: Any, max_bytes: int) -> Any:
     strings, items = MAX_STRING_CHARS, MAX_LIST_ITEMS
     while True:
         bounded = _bound(value, strings, items, MAX_DEPTH)
-        if json_size(bounded) <= max_bytes or (strings <= 16 and items <= 1):
-            return bounded if json_size(bounded) <= max_bytes else bound_text(dumps(bounded), 64)
+        fits = json_size(bounded) <= max_bytes
+        if fits or (strings <= 16 and items <= 1):
+            return bounded if fits else bound_text(dumps(bounded), 64)
         strings, items = max(strings // 4, 16), max(items // 2, 1)
 
 

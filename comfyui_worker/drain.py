@@ -21,7 +21,7 @@ from typing import Protocol
 import structlog
 
 from comfyui_worker.execution import Runner
-from comfyui_worker.sdk import Ledger, Supervisor, release_parked
+from comfyui_worker.sdk import Supervisor, release_parked
 
 log = structlog.get_logger("comfyui_worker.drain")
 
@@ -46,13 +46,12 @@ class Drainer:
         supervisor: Supervisor,
         handler: Draining,
         runner: Runner,
-        ledger: Ledger,
         grace_s: float,
     ) -> None:
         self.supervisor = supervisor
         self.handler = handler
         self.runner = runner
-        self.ledger = ledger
+        self.ledger = supervisor.ledger
         self.grace_s = grace_s
         self._stop = asyncio.Event()
         self._first_signal_at: float | None = None

@@ -48,29 +48,18 @@ class CachedProbe:
             return self._error
 
 
-class Down(Exception):
-    """Raised by a probe whose dependency is down; the message says why."""
-
-
-def problem_probe(problem: Callable[[], str | None]) -> Callable[[], None]:
-    """A probe from a function that returns a problem (or None when all is well)."""
-
-    def probe() -> None:
-        reason = problem()
-        if reason is not None:
-            raise Down(reason)
-
-    return probe
-
-
 def _run_probe(probe: Callable[[], object]) -> str | None:
     """Run a probe (raising means down; its return value is ignored); never raises."""
     try:
         probe()
     except Exception as exc:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return str(message)[:300]
+        return _cut(str(message))
     return None
+
+
+def _cut(reason: str | None) -> str | None:
+    return None if reason is None else reason[:300]
 
 
 class Readiness:
@@ -82,8 +71,15 @@ class Readiness:
         self._last_gate_problem: str | None = None
 
     def add(self, name: str, probe: Callable[[], object], *, gating: bool, cached: bool) -> None:
-        """Register a probe (raising or returning a reason means down)."""
-        self.probes[name] = CachedProbe(probe) if cached else (lambda: _run_probe(probe))
+        """Register a check that raises when its dependency is down (what it returns is ignored)."""
+        self._register(name, CachedProbe(probe) if cached else (lambda: _run_probe(probe)), gating)
+
+    def add_problem(self, name: str, problem: Probe, *, gating: bool) -> None:
+        """Register state that names its own problem (None when up); read afresh each time."""
+        self._register(name, lambda: _cut(problem()), gating)
+
+    def _register(self, name: str, probe: Probe, gating: bool) -> None:
+        self.probes[name] = probe
         if gating:
             self.gating.add(name)
 

@@ -30,7 +30,7 @@ log = structlog.get_logger("comfyui_worker.lanes")
 
 def checked(lane: str) -> str:
     """A lane name, validated: it becomes part of TaskDef and WfSpec names."""
-    if lane == DEFAULT_LANE or not is_lane_name(lane):
+    if not is_lane_name(lane):  # callers have let DEFAULT_LANE through already
         raise ConfigError(f"lane {lane!r}: must be kebab-case (e.g. urgent) and not 'default'")
     return lane
 
@@ -67,6 +67,6 @@ def register(lane: str | None, deadlines: DeadlineSettings, settings: WorkerSett
     task = task_name(settings.task_name, lane)
     spec = wf_spec_name(lane)
     lh.ensure_task_def(task, task_function(_not_served))
-    lh.put_wf_spec(build_workflow(deadlines, task, slots=deadlines.slots, name=spec))
+    lh.put_wf_spec(build_workflow(deadlines, task, name=spec))
     log.info("lh.wf_spec_registered", wf_spec=spec, task_name=task, lane=lane)
     return 0

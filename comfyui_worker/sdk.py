@@ -349,16 +349,13 @@ class Supervisor:
     def __init__(
         self,
         worker: LHTaskWorker,
-        config: ObservedConfig,
+        ledger: Ledger,
         *,
-        task_name: str,
         address: str,
         ensure_task_def: Callable[[], Any],
     ) -> None:
         self.worker = worker
-        self.config = config
-        self.ledger = config.ledger
-        self.task_name = task_name
+        self.ledger = ledger
         self.address = address
         self.ensure_task_def = ensure_task_def
         self._heartbeat: asyncio.Task[None] | None = None

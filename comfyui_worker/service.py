@@ -15,7 +15,7 @@ from littlehorse.worker import LHTaskWorker
 
 from comfyui_worker.drain import Drainer
 from comfyui_worker.execution import Runner
-from comfyui_worker.health import HealthServer, Readiness, problem_probe
+from comfyui_worker.health import HealthServer, Readiness
 from comfyui_worker.lh_worker import TaskHandler, task_function
 from comfyui_worker.lhapi import LittleHorse
 from comfyui_worker.metrics import Metrics
@@ -57,13 +57,12 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     fn = task_function(handler.execute)
     supervisor = Supervisor(
         LHTaskWorker(fn, settings.task_name, config),
-        config,
-        task_name=settings.task_name,
+        ledger,
         address=settings.lh_address,
         ensure_task_def=lambda: lh.ensure_task_def(settings.task_name, fn),
     )
-    drainer = Drainer(supervisor, handler, runner, ledger, settings.drain_timeout_s)
-    stuck_after_s = task_timeout_s(comfy, comfy.slots)
+    drainer = Drainer(supervisor, handler, runner, settings.drain_timeout_s)
+    stuck_after_s = task_timeout_s(comfy)
     health = _health_server(settings, readiness, lambda: ledger.stuck_claim(stuck_after_s))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,12 +81,10 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
 
 def _readiness(runner: Runner, ledger: Ledger, warm_up: WarmUp) -> Readiness:
     readiness = Readiness()
-    readiness.add("warmup", warm_up.probe, gating=True, cached=False)
+    readiness.add_problem("warmup", lambda: warm_up.problem, gating=True)
     readiness.add("comfyui", runner.client.ping, gating=True, cached=True)
     readiness.add("output", runner.store.check_writable, gating=True, cached=True)
-    readiness.add(
-        "littlehorse", problem_probe(ledger.littlehorse_problem), gating=False, cached=False
-    )
+    readiness.add_problem("littlehorse", ledger.littlehorse_problem, gating=False)
     return readiness
 
 

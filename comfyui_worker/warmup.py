@@ -18,7 +18,6 @@ import structlog
 
 from comfyui_worker.errors import ComfyWorkerError
 from comfyui_worker.execution import Runner
-from comfyui_worker.health import Down
 from comfyui_worker.tasks import Identity, TaskPreparer, task_source
 
 log = structlog.get_logger("comfyui_worker.warmup")
@@ -34,11 +33,6 @@ class WarmUp:
         self.preparer = preparer
         self.source = source
         self.problem: str | None = "not run yet" if source else None
-
-    def probe(self) -> None:
-        """Readiness: down until the warm-up succeeded (always up without one)."""
-        if self.problem is not None:
-            raise Down(self.problem)
 
     async def run(self) -> None:
         """Retry until the warm-up succeeds (business failures too: config may be fixed)."""

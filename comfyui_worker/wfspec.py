@@ -59,17 +59,17 @@ def execution_budget_s(deadlines: DeadlineSettings) -> int:
     return int(deadlines.history_timeout_s) + DOWNLOAD_MARGIN_S
 
 
-def task_timeout_s(deadlines: DeadlineSettings, slots: int = 1) -> int:
+def task_timeout_s(deadlines: DeadlineSettings) -> int:
     """Per-attempt timeout: a claimed task may wait for every task ahead of it first.
 
     With ``slots`` tasks running at once the SDK claims ``slots + 1``; the last one
     waits for the others before it runs, so it needs ``slots + 1`` execution budgets.
     """
-    return (slots + PARKED_TASKS) * execution_budget_s(deadlines)
+    return (deadlines.slots + PARKED_TASKS) * execution_budget_s(deadlines)
 
 
 def build_workflow(
-    deadlines: DeadlineSettings, task_name: str, *, slots: int = 1, name: str = WF_SPEC_NAME
+    deadlines: DeadlineSettings, task_name: str, *, name: str = WF_SPEC_NAME
 ) -> Workflow:
     """The WfSpec, built with the SDK so ``main.py register`` can deploy it."""
     missing = set(ADVICE) ^ {cls.name for cls in business_errors()}
@@ -83,7 +83,7 @@ def build_workflow(
         node = wf.execute(
             task_name,
             workflow,
-            timeout_seconds=task_timeout_s(deadlines, slots),
+            timeout_seconds=task_timeout_s(deadlines),
             retries=RETRIES,
             exponential_backoff=BACKOFF,
         )

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from comfyui_worker.errors import ComfyUnavailableError, InvalidWorkflowError
-from comfyui_worker.health import HealthServer, Readiness, problem_probe
+from comfyui_worker.health import HealthServer, Readiness
 from comfyui_worker.metrics import Metrics
 from tests.test_result import result
 
@@ -35,7 +35,7 @@ def comfy_switch() -> Switch:
 def readiness(comfy_switch: Switch) -> Readiness:
     ready = Readiness()
     ready.add("comfyui", comfy_switch, gating=True, cached=False)
-    ready.add("littlehorse", problem_probe(lambda: None), gating=False, cached=False)
+    ready.add_problem("littlehorse", lambda: None, gating=False)
     return ready
 
 
@@ -79,6 +79,16 @@ def test_cached_probes_ask_at_most_every_two_seconds(comfy_switch: Switch):
     for _ in range(20):
         assert ready.report() == {"comfyui": None}
     assert comfy_switch.calls == 1
+
+
+def test_a_named_problem_is_read_afresh_and_cut_short():
+    """State that names its own problem is down while it does, never cached, cut to 300 chars."""
+    problem: list[str | None] = ["x" * 1000]
+    ready = Readiness()
+    ready.add_problem("warmup", lambda: problem[0], gating=True)
+    assert ready.gate_problem() == "warmup: " + "x" * 300
+    problem[0] = None
+    assert ready.report() == {"warmup": None} and ready.gate_problem() is None
 
 
 def test_the_gate_holds_until_every_gating_probe_passes(comfy_switch: Switch):

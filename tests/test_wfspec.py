@@ -126,8 +126,9 @@ def test_timeouts_are_named_task_timeout(lh: FakeLittleHorse, client: LHConfig):
 
 def test_the_timeout_covers_a_parked_task():
     """A claimed task may wait a whole execution before its own: (slots + 1) budgets."""
-    assert task_timeout_s(DEADLINES, slots=1) == 2 * (60 + 300)
-    assert task_timeout_s(DEADLINES, slots=2) == 3 * (60 + 300)
+    prefetching = DEADLINES.model_copy(update={"prefetch": 1})
+    assert task_timeout_s(DEADLINES) == 2 * (60 + 300)
+    assert task_timeout_s(prefetching) == 3 * (60 + 300)
 
 
 def test_retry_of_is_an_optional_searchable_string():
