@@ -144,8 +144,7 @@ class WorkQueue:
 
     def cancel(self, prompt_id: str) -> bool:
         """The jobs API's cancel: interrupt it if running, else dequeue it if pending."""
-        running = self.running is not None and self.running.prompt_id == prompt_id
-        return self.interrupt(prompt_id) if running else self.delete(prompt_id)
+        return self.interrupt(prompt_id) or self.delete(prompt_id)
 
     def resume(self) -> None:
         """Let held prompts start."""

@@ -24,6 +24,7 @@ from littlehorse.model import (
 )
 
 from fakes.littlehorse.core import NOT_FOUND_MESSAGE, abort, now
+from fakes.littlehorse.records import key_of
 from fakes.littlehorse.taskruns import TaskRuns
 
 
@@ -34,7 +35,7 @@ class CheckpointRpcs(TaskRuns):
         self, request: PutCheckpointRequest, context: grpc.ServicerContext
     ) -> PutCheckpointResponse:
         """Store a checkpoint for the running attempt, or tell a stale worker to stop."""
-        key = (request.task_run_id.wf_run_id.id, request.task_run_id.task_guid)
+        key = key_of(request.task_run_id)
         with self._cond:
             record = self._task_runs.get(key)
             if record is None:
@@ -62,7 +63,7 @@ class CheckpointRpcs(TaskRuns):
 
     def GetCheckpoint(self, request: CheckpointId, context: grpc.ServicerContext) -> Checkpoint:
         """Return a stored checkpoint or abort NOT_FOUND."""
-        key = (request.task_run.wf_run_id.id, request.task_run.task_guid)
+        key = key_of(request.task_run)
         with self._cond:
             stored = self.checkpoints.get(key, [])
             number = request.checkpoint_number

@@ -97,8 +97,6 @@ class FakeCore:
         self.registered_workers: set[str] = set()
         self.heartbeats = 0
         # The PollTask side.
-        self.polls_waiting = 0
-        self.open_streams = 0
         self.requeued = 0
         self._drops_pending = 0
         self._queues: dict[str, collections.deque[ScheduledTask]] = {}
@@ -115,6 +113,16 @@ class FakeCore:
         self._timer_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ waiting
+
+    @property
+    def open_streams(self) -> int:
+        """PollTask streams open now (read under the lock for a consistent answer)."""
+        return len(self._streams)
+
+    @property
+    def polls_waiting(self) -> int:
+        """PollTask requests waiting for a task, over every TaskDef."""
+        return sum(self._waiting_by_def.values())
 
     def wait_for(self, probe: Callable[[], _T | None], timeout_s: float, what: str = "") -> _T:
         """Block until ``probe()`` (called under the fake's lock) is not None/False.

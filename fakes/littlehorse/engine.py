@@ -352,7 +352,6 @@ class WfEngine(WfHalting):
         record.add_attempt(TaskAttempt(status=TaskStatus.TASK_PENDING))
         self._task_runs[record.key] = record
         self.checkpoints.pop(record.key, None)
-        wf.task_runs.append(record.key)
         node_run.task.task_run_id.CopyFrom(run.id)
         self._dispatch(record)
 

@@ -12,6 +12,7 @@ from littlehorse.model import (
     ScheduledTask,
     TaskAttempt,
     TaskRun,
+    TaskRunId,
     ThreadRun,
     Variable,
     WfRun,
@@ -20,6 +21,11 @@ from littlehorse.model import (
 
 #: (wf_run_id, task_guid), the way the server keys a TaskRun.
 TaskRunKey = tuple[str, str]
+
+
+def key_of(task_run_id: TaskRunId) -> TaskRunKey:
+    """The key of the TaskRun an id names."""
+    return (task_run_id.wf_run_id.id, task_run_id.task_guid)
 
 
 @dataclass(eq=False)
@@ -57,7 +63,7 @@ class TaskRunRecord:
     @property
     def key(self) -> TaskRunKey:
         """(wf_run_id, task_guid)."""
-        return (self.run.id.wf_run_id.id, self.run.id.task_guid)
+        return key_of(self.run.id)
 
     @property
     def latest(self) -> TaskAttempt:
@@ -85,7 +91,6 @@ class WfRunRecord:
     spec: WfSpec
     node_runs: dict[tuple[int, int], NodeRun] = field(default_factory=dict)
     variables: dict[tuple[int, str], Variable] = field(default_factory=dict)
-    task_runs: list[TaskRunKey] = field(default_factory=list)
 
     @property
     def id(self) -> str:

@@ -38,7 +38,7 @@ from littlehorse.model import (
 )
 
 from fakes.littlehorse.core import NOT_FOUND_MESSAGE, ApiError, FakeCore, abort, copied
-from fakes.littlehorse.records import TaskRunRecord, WfRunRecord
+from fakes.littlehorse.records import TaskRunRecord, WfRunRecord, key_of
 from fakes.littlehorse.values import MASK
 
 _T = TypeVar("_T")
@@ -129,7 +129,7 @@ class ReadRpcs(FakeCore):
         """The TaskRun (of a WfRun or a ``schedule()``d one), or NOT_FOUND."""
 
         def find() -> TaskRun | None:
-            record = self._task_runs.get((request.wf_run_id.id, request.task_guid))
+            record = self._task_runs.get(key_of(request))
             return None if record is None else masked_task_run(record)
 
         return self._read(context, find)

@@ -16,6 +16,7 @@ from littlehorse.model import (
 )
 
 from fakes.littlehorse.core import now
+from fakes.littlehorse.records import TaskRunKey, key_of
 from fakes.littlehorse.values import RESERVED_FAILURES, enum_name
 
 DEFAULT_TASK_TIMEOUT_S = 60  # LHConstants.DEFAULT_TASK_TIMEOUT_SECONDS
@@ -108,7 +109,6 @@ def stamp(message, field: str, when: datetime | None = None) -> None:
     getattr(message, field).FromDatetime(when or now())
 
 
-def task_key(node_run: NodeRun) -> tuple[str, str]:
-    """The (wf_run_id, task_guid) of a TASK NodeRun's TaskRun."""
-    task_run_id = node_run.task.task_run_id
-    return (task_run_id.wf_run_id.id, task_run_id.task_guid)
+def task_key(node_run: NodeRun) -> TaskRunKey:
+    """The key of a TASK NodeRun's TaskRun."""
+    return key_of(node_run.task.task_run_id)

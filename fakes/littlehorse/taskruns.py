@@ -27,7 +27,7 @@ from littlehorse.model import (
 )
 
 from fakes.littlehorse.core import FakeCore, now
-from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord
+from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord, key_of
 from fakes.littlehorse.values import incompatibility
 
 #: ``TaskRunModel.isStillRunning``: a TaskRun in these statuses is not done.
@@ -76,7 +76,7 @@ class TaskRuns(FakeCore):
         self, task: ScheduledTask, status: TaskStatus
     ) -> tuple[TaskRunRecord, TaskAttempt] | None:
         """The TaskRun and attempt a ScheduledTask names, if that attempt is in ``status``."""
-        record = self._task_runs.get(_key_of(task))
+        record = self._task_runs.get(key_of(task.task_run_id))
         number = task.attempt_number
         if record is None or number >= len(record.run.attempts):
             return None
@@ -217,10 +217,6 @@ class TaskRuns(FakeCore):
             return
         self._dispatch(record)
         self._task_run_changed(record)
-
-
-def _key_of(task: ScheduledTask) -> TaskRunKey:
-    return (task.task_run_id.wf_run_id.id, task.task_run_id.task_guid)
 
 
 def _output_error(report: ReportTaskRun, return_type) -> str | None:

@@ -43,7 +43,7 @@ from littlehorse.model import (
 from littlehorse.utils import to_variable_value
 
 from fakes.littlehorse.core import abort, copied, now
-from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord
+from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord, key_of
 from fakes.littlehorse.taskruns import TaskRuns
 
 
@@ -229,7 +229,6 @@ class TaskRpcs(TaskRuns):
             if self._stopped:
                 abort(context, grpc.StatusCode.UNAVAILABLE, "fake LittleHorse is stopping")
             self._streams.add(stream)
-            self.open_streams += 1
             self._cond.notify_all()
 
         def on_done() -> None:  # runs on grpc's thread once the RPC has ended
@@ -266,7 +265,6 @@ class TaskRpcs(TaskRuns):
             with self._cond:
                 self._requeue_in_flight(stream)
                 self._streams.discard(stream)
-                self.open_streams -= 1
                 self._cond.notify_all()
 
     def ReportTask(self, request: ReportTaskRun, context: grpc.ServicerContext) -> Empty:
@@ -278,9 +276,7 @@ class TaskRpcs(TaskRuns):
         """
         with self._cond:
             self.reports.append(request)
-            record = self._task_runs.get(
-                (request.task_run_id.wf_run_id.id, request.task_run_id.task_guid)
-            )
+            record = self._task_runs.get(key_of(request.task_run_id))
             if record is not None:
                 self._apply_result(record, request)
             self._cond.notify_all()
@@ -315,7 +311,6 @@ class TaskRpcs(TaskRuns):
     def _take(self, request: PollTaskRequest, stream: Stream) -> ScheduledTask | None:
         name = request.task_def_id.name
         with self._cond:
-            self.polls_waiting += 1
             self._waiting_by_def[name] += 1
             self._cond.notify_all()
             try:
@@ -329,7 +324,6 @@ class TaskRpcs(TaskRuns):
                     self._cond.wait()
                 return None
             finally:
-                self.polls_waiting -= 1
                 self._waiting_by_def[name] -= 1
                 self._cond.notify_all()
 
@@ -346,7 +340,7 @@ class TaskRpcs(TaskRuns):
         if task is None:
             return
         self.delivered.pop((task.task_run_id.task_guid, task.attempt_number), None)
-        record = self._task_runs.get((task.task_run_id.wf_run_id.id, task.task_run_id.task_guid))
+        record = self._task_runs.get(key_of(task.task_run_id))
         if record is None:
             return  # its WfRun was deleted meanwhile
         attempts = record.run.attempts

@@ -28,8 +28,8 @@ from littlehorse.model import (
 
 from fakes.littlehorse.core import ApiError, abort, copied
 from fakes.littlehorse.engine import WfEngine
-from fakes.littlehorse.records import WfRunRecord
-from fakes.littlehorse.shapes import unsupported
+from fakes.littlehorse.records import WfRunRecord, key_of
+from fakes.littlehorse.shapes import TERMINATED, unsupported
 from fakes.littlehorse.values import (
     enum_name,
     incompatibility,
@@ -38,7 +38,6 @@ from fakes.littlehorse.values import (
     type_name,
 )
 
-TERMINAL = (LHStatus.COMPLETED, LHStatus.ERROR, LHStatus.EXCEPTION)
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -56,7 +55,7 @@ class WfRunRpcs(WfEngine):
     def wait_wf_run(
         self,
         wf_run_id: str,
-        statuses: int | Iterable[int] = TERMINAL,
+        statuses: int | Iterable[int] = TERMINATED,
         timeout_s: float = 30,
     ) -> WfRun:
         """Block until the WfRun exists with one of ``statuses`` (default: terminated)."""
@@ -124,16 +123,12 @@ class WfRunRpcs(WfEngine):
         with self._cond:
             record = self._wf_runs.pop(request.id.id, None)
             if record is not None:
-                owned = set(record.task_runs)
+                owned = {k for k, run in self._task_runs.items() if run.owner == record.id}
                 for key in owned:
                     self._task_runs.pop(key, None)
                     self.checkpoints.pop(key, None)
                 for queue in self._queues.values():
-                    kept = [
-                        t
-                        for t in queue
-                        if (t.task_run_id.wf_run_id.id, t.task_run_id.task_guid) not in owned
-                    ]
+                    kept = [t for t in queue if key_of(t.task_run_id) not in owned]
                     queue.clear()
                     queue.extend(kept)
                 self._cond.notify_all()
