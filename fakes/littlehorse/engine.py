@@ -25,7 +25,6 @@ from littlehorse.model import (
     LHStatus,
     NodeRun,
     NodeRunId,
-    ParentHalted,
     PendingFailureHandler,
     TaskAttempt,
     TaskDefId,
@@ -48,7 +47,7 @@ from littlehorse.model import (
 )
 
 from fakes.littlehorse.core import now
-from fakes.littlehorse.halting import WfHalting
+from fakes.littlehorse.halting import WfHalting, keep_halt_reasons
 from fakes.littlehorse.records import TaskRunRecord, WfRunRecord
 from fakes.littlehorse.shapes import (
     DEFAULT_TASK_TIMEOUT_S,
@@ -386,12 +385,7 @@ class WfEngine(WfHalting):
         node = self._node(wf, thread, node_run.node_name)
         handler = next((h for h in node.failure_handlers if handles(h, failure.failure_name)), None)
         if handler is None:
-            for child_id in thread.child_thread_ids:
-                self._halt(
-                    wf,
-                    wf.thread(child_id),
-                    ThreadHaltReason(parent_halted=ParentHalted(parent_thread_id=thread.number)),
-                )
+            self._halt_children(wf, thread)
             node_run.status = failure_status(failure.failure_name)
             # The server passes the ThreadRun's own (unset) end time here.
             self._fail_without_grace(wf, thread, failure, None)
@@ -458,9 +452,7 @@ class WfEngine(WfHalting):
             node_run.failures[-1].failure_handler_threadrun_id = handler.number
             # acknowledgeXnHandlerStarted: PENDING_FAILURE becomes HANDLING_FAILURE and
             # the handler is listed among the children (a second time, as on the server).
-            kept = [r for r in failed.halt_reasons if r.WhichOneof("reason") != "pending_failure"]
-            del failed.halt_reasons[:]
-            failed.halt_reasons.extend(kept)
+            keep_halt_reasons(failed, lambda r: r.WhichOneof("reason") != "pending_failure")
             failed.halt_reasons.add(
                 handling_failure=HandlingFailureHaltReason(handler_thread_id=handler.number)
             )

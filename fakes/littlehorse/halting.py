@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from littlehorse.model import LHStatus, NodeRun, ParentHalted, ThreadHaltReason, ThreadRun
 
 from fakes.littlehorse.records import WfRunRecord
@@ -11,6 +13,15 @@ from fakes.littlehorse.shapes import IN_PROGRESS, TERMINATED, TRANSITIONING_HALT
 from fakes.littlehorse.taskruns import STILL_RUNNING
 from fakes.littlehorse.values import failure_status
 from fakes.littlehorse.variables import WfVariables
+
+
+def keep_halt_reasons(thread: ThreadRun, keep: Callable[[ThreadHaltReason], bool]) -> int:
+    """Drop the ThreadRun's halt reasons ``keep`` rejects; how many remain."""
+    kept = [reason for reason in thread.halt_reasons if keep(reason)]
+    if len(kept) != len(thread.halt_reasons):
+        del thread.halt_reasons[:]
+        thread.halt_reasons.extend(kept)
+    return len(kept)
 
 
 class WfHalting(WfVariables):
@@ -23,16 +34,20 @@ class WfHalting(WfVariables):
         thread.halt_reasons.append(reason)
         if thread.status != LHStatus.HALTED:
             thread.status = LHStatus.HALTING
+        self._halt_children(wf, thread)
+        self._maybe_halt_node_run(wf.current_node_run(thread))
+        halted = self._maybe_finish_halting(wf, thread)
+        if thread.number == 0 and halted and reason.WhichOneof("reason") not in TRANSITIONING_HALTS:
+            wf.run.status = LHStatus.HALTED
+
+    def _halt_children(self, wf: WfRunRecord, thread: ThreadRun) -> None:
+        """Every child ThreadRun halts too, its reason ``ParentHalted``."""
         for child_id in list(thread.child_thread_ids):
             self._halt(
                 wf,
                 wf.thread(child_id),
                 ThreadHaltReason(parent_halted=ParentHalted(parent_thread_id=thread.number)),
             )
-        self._maybe_halt_node_run(wf.current_node_run(thread))
-        halted = self._maybe_finish_halting(wf, thread)
-        if thread.number == 0 and halted and reason.WhichOneof("reason") not in TRANSITIONING_HALTS:
-            wf.run.status = LHStatus.HALTED
 
     def _maybe_halt_node_run(self, node_run: NodeRun) -> bool:
         """``NodeRunModel.maybeHalt``: a TASK node halts only once its TaskRun is done.
@@ -59,11 +74,7 @@ class WfHalting(WfVariables):
 
     def _maybe_unhalt(self, wf: WfRunRecord, thread: ThreadRun) -> bool:
         """``maybeUnHaltIfAllHaltReasonsResolved``."""
-        kept = [r for r in thread.halt_reasons if not self._halt_reason_resolved(wf, r)]
-        if len(kept) != len(thread.halt_reasons):
-            del thread.halt_reasons[:]
-            thread.halt_reasons.extend(kept)
-        if kept:
+        if keep_halt_reasons(thread, lambda r: not self._halt_reason_resolved(wf, r)):
             return False
         node_run = wf.current_node_run(thread)
         if not node_run.failures:

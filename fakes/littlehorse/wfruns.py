@@ -28,6 +28,7 @@ from littlehorse.model import (
 
 from fakes.littlehorse.core import ApiError, abort, copied
 from fakes.littlehorse.engine import WfEngine
+from fakes.littlehorse.halting import keep_halt_reasons
 from fakes.littlehorse.records import WfRunRecord, key_of
 from fakes.littlehorse.shapes import TERMINATED, unsupported
 from fakes.littlehorse.values import (
@@ -105,9 +106,7 @@ class WfRunRpcs(WfEngine):
             )
             if error is None and record is not None:
                 thread = record.thread(request.thread_run_number)
-                kept = [r for r in thread.halt_reasons if r.WhichOneof("reason") != "manual_halt"]
-                del thread.halt_reasons[:]
-                thread.halt_reasons.extend(kept)
+                keep_halt_reasons(thread, lambda r: r.WhichOneof("reason") != "manual_halt")
                 self._advance(record)
         if error is not None:
             abort(context, error.code, error.details)
