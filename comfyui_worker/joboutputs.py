@@ -10,7 +10,6 @@ and prefix, read with the worker's own ``AWS_*`` settings.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -24,7 +23,7 @@ from comfyui_worker.jobmodel import Job
 from comfyui_worker.jobsettings import JobsSettings
 from comfyui_worker.objstore import ObjectStore, is_object_url
 from comfyui_worker.result import SavedOutput
-from comfyui_worker.store import disk_errors
+from comfyui_worker.store import disk_errors, stream_to_file
 
 CHUNK_BYTES = 1024 * 1024
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -139,19 +138,15 @@ def _target(destination: Path, relative_path: str) -> Path:
 
 def _save(chunks: Iterator[bytes], target: Path, output: SavedOutput) -> None:
     """Stream to a temp file beside the target, check the sha256, then rename into place."""
-    partial = target.with_name(f".{target.name}.part")
-    digest = hashlib.sha256()
-    with disk_errors(target, "write"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("wb") as handle:
-            for chunk in chunks:
-                digest.update(chunk)
-                handle.write(chunk)
-        if digest.hexdigest() != output.sha256:
-            partial.unlink()
+
+    def recorded(sha256: str) -> None:
+        if sha256 != output.sha256:
             raise OutputStorageError(
                 f"{output.path}: its sha256 is not the one the job recorded; the file changed "
                 "after the job saved it",
                 path=output.path,
             )
-        partial.replace(target)
+
+    with disk_errors(target, "write"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream_to_file(target, chunks, fsync=False, size_hint=output.size_bytes, accept=recorded)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -170,18 +170,7 @@ class LocalRunStore:
         target = self.run_dir / key
         self._make_dirs(target.parent)
         with disk_errors(target, "write"):
-            with _temp_beside(target) as (fd, tmp_path):
-                sink = FileSink(fd, fsync=self.fsync, expected_bytes=size_hint)
-                try:
-                    size = 0
-                    for chunk in chunks:
-                        size += len(chunk)
-                        sink.write(chunk)
-                    digest = sink.finish()
-                finally:
-                    sink.abandon()
-                os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from readers
-                os.replace(tmp_path, target)
+            size, digest = stream_to_file(target, chunks, fsync=self.fsync, size_hint=size_hint)
             stored = Stored(key, str(target), size, digest, media_type)
             self._remember(stored)
         return stored
@@ -229,6 +218,35 @@ class LocalRunStore:
         self._journal[stored.key] = stored
         with (self.run_dir / JOURNAL).open("a", encoding="utf-8") as journal:
             journal.write(json.dumps(asdict(stored)) + "\n")
+
+
+def stream_to_file(
+    target: Path,
+    chunks: Iterable[bytes],
+    *,
+    fsync: bool,
+    size_hint: int | None,
+    accept: Callable[[str], None] = lambda sha256: None,
+) -> tuple[int, str]:
+    """Stream into a temp file beside ``target``, hashing; rename when whole: (size, sha256).
+
+    ``accept`` sees the sha256 before the rename and may refuse it by raising; a refused
+    or failed file never appears at ``target``. OSErrors are the caller's to translate.
+    """
+    with _temp_beside(target) as (fd, tmp_path):
+        sink = FileSink(fd, fsync=fsync, expected_bytes=size_hint)
+        try:
+            size = 0
+            for chunk in chunks:
+                size += len(chunk)
+                sink.write(chunk)
+            digest = sink.finish()
+        finally:
+            sink.abandon()
+        accept(digest)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from readers
+        os.replace(tmp_path, target)
+    return size, digest
 
 
 @contextlib.contextmanager
