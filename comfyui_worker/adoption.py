@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from pydantic import AnyHttpUrl
@@ -22,7 +21,7 @@ from comfyui_worker.errors import TechnicalError
 from comfyui_worker.events import EventStream
 from comfyui_worker.fencing import Submission
 from comfyui_worker.settings import ComfySettings
-from comfyui_worker.waiting import Finished, outcome
+from comfyui_worker.waiting import Finished, outcome, succeeded
 
 log = structlog.get_logger("comfyui_worker.adoption")
 
@@ -114,9 +113,3 @@ def _peer(settings: ComfySettings, client: ComfyClient) -> Server:
     with contextlib.suppress(TechnicalError):  # unlearned, it is served by the legacy routes
         client.server_info()
     return Server(client, EventStream(settings).start(), owned=True)
-
-
-def succeeded(entry: dict[str, Any]) -> bool:
-    """Whether a history entry is a success (entries without a status are, on old servers)."""
-    status = entry.get("status")
-    return not isinstance(status, dict) or status.get("status_str", "success") == "success"

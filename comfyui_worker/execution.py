@@ -35,7 +35,7 @@ from comfyui_worker.waiting import (
     StopCheck,
     Waiter,
     WaitPolicy,
-    cancel,
+    cancel_quietly,
     history_messages,
 )
 
@@ -78,7 +78,8 @@ class Runner:
         self._abort.set()
         self.events.wake_all()
         for server in list(self._active.values()):
-            server.events.wake_all()
+            if server.owned:  # a peer's socket; our own was just woken
+                server.events.wake_all()
 
     def hand_back_pending(self) -> None:
         """Draining: prompts that have not started leave ComfyUI's queue; running ones go on."""
@@ -170,16 +171,6 @@ class Runner:
             self.submitter.submit(request, Clock(), NO_FENCE)
             self._wait(self.local, watch, None)
 
-    def cancel_current(self) -> str | None:
-        """Cancel the prompt being waited for (``main.py run``'s only one); never raises."""
-        if not self._active:
-            return None
-        prompt_id, server = next(iter(self._active.items()))
-        try:
-            return cancel(server.client, prompt_id)
-        except TechnicalError as exc:
-            return f"not cancelled ({exc.name})"
-
     # --- steps ---------------------------------------------------------------------
 
     def _adopt(self, request: RunRequest, fence: Fence) -> Adopted | None:
@@ -219,7 +210,7 @@ class Runner:
                     return prompt_id, adopted.finished
                 return prompt_id, self._wait(server, watch, stop)
             except KeyboardInterrupt:  # Ctrl-C in `main.py run`: free the GPU before leaving
-                self.cancelled = self.cancel_current()
+                self.cancelled = cancel_quietly(server.client, prompt_id)
                 raise
             finally:
                 self._active.pop(prompt_id, None)
@@ -355,8 +346,7 @@ def _timings(entry: dict[str, Any], clock: Clock) -> Timings:
 
 def _stamps(entry: dict[str, Any]) -> dict[str, float]:
     """``{message kind: timestamp ms}`` from the entry's status messages, if well formed."""
-    status = entry.get("status")
-    messages = history_messages(status) if isinstance(status, dict) else {}
+    messages = history_messages(entry)
     return {
         kind: float(stamp)
         for kind, data in messages.items()

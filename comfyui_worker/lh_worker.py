@@ -121,14 +121,16 @@ class TaskHandler:
             self._refuse(key)
             fence = await CheckpointFence.open(ctx, self.ledger, key, self.worker_id)
             stop = _Cancellation(self.littlehorse, key[0]) if self.littlehorse else None
-            result = await asyncio.to_thread(self._run, workflow, identity, trail, fence, stop)
+            result, payload = await asyncio.to_thread(
+                self._run, workflow, identity, trail, fence, stop
+            )
         except Exception as exc:  # every failure leaves through the one mapping below
             raise self._reported(exc, trail) from None
         finally:
             self.ledger.finished(key)
         if self.metrics:
             self.metrics.succeeded(result)
-        return result.to_json(_result_budget(workflow))
+        return payload
 
     def _refuse(self, key: Key) -> None:
         """Fail fast, before any work: draining, or an input the SDK could not decode."""
@@ -147,7 +149,8 @@ class TaskHandler:
         trail: Trail,
         fence: Fence,
         stop: StopCheck | None,
-    ) -> RunResult:
+    ) -> tuple[RunResult, dict[str, Any]]:
+        """Run the task; the result and its bounded JSON, sized off the event loop."""
         self.store.check_before_task()
         request = self.preparer.request(workflow, identity)
         log.info("task.started", template=request.template)
@@ -158,7 +161,7 @@ class TaskHandler:
                 raise WorkerShuttingDownError("interrupted by the worker's shutdown") from None
             raise
         log.info("task.succeeded", files=len(result.outputs), timings_ms=result.timings_ms)
-        return result
+        return result, result.to_json(_result_budget(workflow))
 
     def _reported(self, exc: Exception, trail: Trail) -> Exception:
         """The exception to hand the SDK: LHTaskException for business, the error otherwise."""

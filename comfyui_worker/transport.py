@@ -70,7 +70,6 @@ class Deadline:
     """
 
     def __init__(self, budget_s: float) -> None:
-        self.budget_s = budget_s
         self._ends = time.monotonic() + budget_s
 
     def remaining_s(self) -> float:

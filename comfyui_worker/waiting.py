@@ -198,12 +198,17 @@ class Waiter:
             self.watch.wait_terminal(EVENTS_GRACE_S)
 
     def cancel(self) -> str:
-        """Free the GPU; never raises (ComfyUI may be the reason we are cancelling)."""
-        try:
-            return cancel(self.client, self.prompt_id)
-        except TechnicalError as exc:
-            log.warning("comfy.cancel_failed", error=exc.name, message=exc.message)
-            return f"not cancelled ({exc.name}: ComfyUI may still run it)"
+        """Free the GPU for the prompt waited on; never raises."""
+        return cancel_quietly(self.client, self.prompt_id)
+
+
+def cancel_quietly(client: ComfyClient, prompt_id: str) -> str:
+    """``cancel`` that never raises (ComfyUI may be the reason we are cancelling)."""
+    try:
+        return cancel(client, prompt_id)
+    except TechnicalError as exc:
+        log.warning("comfy.cancel_failed", error=exc.name, message=exc.message)
+        return f"not cancelled ({exc.name}: ComfyUI may still run it)"
 
 
 def dequeue(client: ComfyClient, prompt_id: str) -> bool:
@@ -249,11 +254,9 @@ def _cancel_job(client: ComfyClient, prompt_id: str) -> str:
 
 def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Return a successful entry; raise the matching error for a failed one."""
-    status = entry.get("status")
-    status = status if isinstance(status, dict) else {}
-    if status.get("status_str", "success") == "success":
+    if succeeded(entry):
         return entry
-    messages = history_messages(status)
+    messages = history_messages(entry)
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         raise ExecutionInterruptedError(
@@ -266,9 +269,16 @@ def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     raise _execution_error(prompt_id, messages.get("execution_error", {}))
 
 
-def history_messages(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``status.messages`` as {kind: data}, skipping anything malformed."""
-    raw = status.get("messages")
+def succeeded(entry: dict[str, Any]) -> bool:
+    """Whether a history entry is a success (entries without a status are, on old servers)."""
+    status = entry.get("status")
+    return not isinstance(status, dict) or status.get("status_str", "success") == "success"
+
+
+def history_messages(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The entry's ``status.messages`` as {kind: data}, skipping anything malformed."""
+    status = entry.get("status")
+    raw = status.get("messages") if isinstance(status, dict) else None
     found: dict[str, dict[str, Any]] = {}
     for item in raw if isinstance(raw, list) else []:
         if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
