@@ -285,9 +285,25 @@ def _overlap(out: _Table, over: Results) -> None:
         )
 
 
-def _upload(out: _Table, up: Results) -> None:
+def upload_table(up: Results) -> str:
+    """Item 7 alone (``python -m benchmarks.upload``): with medians, boto3's RSS and CPU."""
+    out = _Table({"upload": up})
+    _upload(out, up, detail=True)
+    return out.render()
+
+
+def _upload(out: _Table, up: Results, *, detail: bool = False) -> None:
+    ours, boto = up["ours"], up["boto3"]
     out.title(f"7. Upload of {_size(up['size_bytes'])} to S3 (local SeaweedFS)")
-    out.add("ObjectStore.write, streamed (best)", f"{up['ours']['mb_per_s']:.0f} MB/s")
-    out.add("boto3 upload_file, from a file (best)", f"{up['boto3']['mb_per_s']:.0f} MB/s")
+    out.add("ObjectStore.write, streamed (best)", f"{ours['mb_per_s']:.0f} MB/s")
+    out.add("boto3 upload_file, from a file (best)", f"{boto['mb_per_s']:.0f} MB/s")
     out.add("ours / boto3", f"{up['ratio_to_boto3_pct']:.0f} %", "upload_ratio")
     out.add("peak RSS growth (worst)", f"{up['ours_rss_growth_mib_worst']:.1f} MiB", "upload_rss")
+    if detail:
+        median = up["median_mb_per_s"]
+        out.add(
+            "median of rounds, ours / boto3", f"{median['ours']:.0f} / {median['boto3']:.0f} MB/s"
+        )
+        out.add("boto3: peak RSS growth (worst)", f"{up['boto3_rss_growth_mib_worst']:.1f} MiB")
+        cpu = [run["cpu_user_s"] + run["cpu_sys_s"] for run in (ours, boto)]
+        out.add("CPU user+sys, ours / boto3", f"{cpu[0]:.1f} / {cpu[1]:.1f} s")

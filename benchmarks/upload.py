@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import MIB, ROOT, byte_chunks, machine, peak_rss_growth
-from benchmarks.report import GOALS
+from benchmarks.report import upload_table
 
 
 def write_file(path: Path, size: int) -> None:
@@ -153,48 +153,6 @@ def measure(size: int, rounds: int, settle_s: float, part_mib: int) -> dict[str,
     }
 
 
-def table(result: dict[str, Any]) -> str:
-    ours, boto = result["ours"], result["boto3"]
-    ratio, rss = result["ratio_to_boto3_pct"], result["ours_rss_growth_mib_worst"]
-    goals = {goal.key: goal for goal in GOALS}
-
-    def verdict(key: str) -> tuple[str, str]:
-        goal = goals[key]
-        return goal.text(), "pass" if goal.passed({"upload": result}) else "MISS"
-
-    median = result["median_mb_per_s"]
-    size = f"{result['size_bytes'] / 2**30:g} GiB"
-    rows = [
-        (f"ObjectStore.write, {size} stream (best)", f"{ours['mb_per_s']:.0f} MB/s"),
-        (f"boto3 upload_file, {size} file (best)", f"{boto['mb_per_s']:.0f} MB/s"),
-        (
-            "median of rounds, ours / boto3",
-            f"{median['ours']:.0f} / {median['boto3']:.0f} MB/s",
-        ),
-        (
-            "ours / boto3 (best rounds)",
-            f"{ratio:.0f} %",
-            *verdict("upload_ratio"),
-        ),
-        (
-            "ours: peak RSS growth (worst round)",
-            f"{rss:.1f} MiB",
-            *verdict("upload_rss"),
-        ),
-        ("boto3: peak RSS growth (worst round)", f"{result['boto3_rss_growth_mib_worst']:.1f} MiB"),
-        (
-            "CPU user+sys, ours / boto3",
-            f"{ours['cpu_user_s'] + ours['cpu_sys_s']:.1f} / "
-            f"{boto['cpu_user_s'] + boto['cpu_sys_s']:.1f} s",
-        ),
-    ]
-    header = ("Figure", "Value", "Target", "Result")
-    padded = [(*r, "", "")[:4] for r in rows]
-    widths = [max(len(r[i]) for r in [header, *padded]) for i in range(4)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, padded)])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.upload", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -218,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         f"upload to a local SeaweedFS: {m['cpu_model']}, {m['cpu_cores']} cores, "
         f"Python {m['python']}\n"
     )
-    print(table(result))
+    print(upload_table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.report import GOALS
+from benchmarks.report import GOALS, upload_table
 
 # The benchmark's quick run takes about a minute.
 pytestmark = pytest.mark.slow
@@ -106,3 +106,6 @@ def test_quick_run_reports_every_figure(tmp_path: Path):
     assert [t["key"] for t in results["targets"]] == [g.key for g in GOALS]
     for target in results["targets"]:
         assert is_number(target["value"]) and isinstance(target["passed"], bool), target
+    alone = upload_table(results["upload"])  # what `python -m benchmarks.upload` prints
+    assert "median of rounds" in alone and "CPU user+sys" in alone and "upload_ratio" not in alone
+    assert alone.count("pass") + alone.count("MISS") == 2
