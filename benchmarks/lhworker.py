@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from littlehorse.model import TaskStatus
 
-from benchmarks.common import ROOT, WORKFLOWS
+from benchmarks.common import WORKFLOWS
 from fakes.littlehorse import FakeLittleHorse
-from fakes.processes import terminate
+from fakes.processes import start_worker, terminate
 
 TASK = "execute-comfyui-workflow"
 
@@ -35,9 +33,7 @@ def running_worker(
             "WORKER_LOG_FORMAT": "json",
             **env,
         }
-        proc = subprocess.Popen(
-            [sys.executable, "main.py", "worker"], cwd=ROOT, env=worker_env, stdout=log, stderr=log
-        )
+        proc = start_worker(worker_env, log)
         try:
             lh.wait_polling(timeout_s=60)
             yield lh

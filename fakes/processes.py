@@ -1,10 +1,22 @@
-"""Stopping a child process the way its users would, never leaving it behind."""
+"""Starting ``main.py worker`` as a child, and stopping a child the way its users would."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
-from typing import Any
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(env: Mapping[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``python main.py worker`` from the project root, with exactly ``env``; output to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "main.py", "worker"], cwd=ROOT, env=dict(env), stdout=log, stderr=log
+    )
 
 
 def terminate(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int:

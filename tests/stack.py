@@ -15,7 +15,7 @@ from typing import IO
 
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
-from fakes.processes import terminate
+from fakes.processes import start_worker, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,9 +80,7 @@ class Stack:
             "WORKER_HTTP_PORT": "0",
             **env,
         }
-        proc = subprocess.Popen(
-            [sys.executable, "main.py", "worker"], cwd=ROOT, env=full, stdout=log, stderr=log
-        )
+        proc = start_worker(full, log)
         self._workers.append((proc, log))
         return proc
 

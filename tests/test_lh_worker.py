@@ -19,6 +19,7 @@ from littlehorse.model import ReportTaskRun, TaskStatus
 from comfyui_worker.lh_worker import prompt_id_for
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
+from fakes.processes import start_worker
 from tests.conftest import wait_until
 from tests.graphs import smoke
 
@@ -35,13 +36,7 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "main.py", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = start_worker(env, self._log)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
