@@ -38,12 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run one workflow and print the result JSON")
-    run.add_argument(
-        "workflow", help="a graph, template or task JSON file, or a template name (e.g. smoke)"
-    )
+    jobs_args.task_arguments(run)
     run.add_argument("--output-dir", type=Path, help="override COMFYUI_OUTPUT_DIR")
-    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
     sub.add_parser("check", help="check settings, ComfyUI, output dir, templates, LittleHorse")
     sub.add_parser("worker", help="run the LittleHorse task worker (default)")
     register = sub.add_parser(

@@ -33,6 +33,19 @@ class JobStatus(StrEnum):
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING})
 FINISHED = frozenset({JobStatus.CANCELLED, JobStatus.COMPLETED, JobStatus.FAILED})
 
+#: What ``jobs --status WORD`` lists: one status, or a group (LittleHorse's words too).
+STATUS_FILTERS: dict[str, frozenset[JobStatus]] = {
+    "active": ACTIVE,
+    "queued": frozenset({JobStatus.QUEUED}),
+    "running": frozenset({JobStatus.RUNNING}),
+    "cancelling": frozenset({JobStatus.CANCELLING}),
+    "cancelled": frozenset({JobStatus.CANCELLED}),
+    "halted": frozenset({JobStatus.CANCELLING, JobStatus.CANCELLED}),
+    "completed": frozenset({JobStatus.COMPLETED}),
+    "failed": frozenset({JobStatus.FAILED}),
+    "error": frozenset({JobStatus.FAILED}),
+}
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -111,6 +124,10 @@ class Job(_Model):
         if self.status == JobStatus.CANCELLED:
             return ExecutionInterruptedError.exit_code
         return self.error.exit_code if self.error else ExitCode.TECHNICAL
+
+    def detail(self, retries: list[str]) -> dict[str, Any]:
+        """The job in full, with the ids of its retries: ``jobs show --json`` and the page."""
+        return {**self.model_dump(mode="json"), "retries": retries}
 
     def summary(self) -> dict[str, Any]:
         """The JSON a list shows: no input, result or trails."""

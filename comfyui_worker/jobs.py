@@ -42,6 +42,7 @@ SEARCH_PAGE = 100
 MAX_SCANNED_IDS = 10_000
 READS_PER_MATCH = 5  # a list reads at most limit x this many jobs per LittleHorse status
 CACHE_SIZE = 2_000
+MAX_RETRIES_LISTED = 50
 
 # Which WfRun statuses to search for each job status (a cancelled job's WfRun stays RUNNING).
 SEARCHED: dict[JobStatus, tuple[Any, ...]] = {
@@ -181,8 +182,10 @@ class Jobs:
 
     def retries_of(self, job: Job) -> list[str]:
         """Ids of the jobs recorded as retries of ``job``, newest first."""
-        query = JobQuery(wf_specs=(job.wf_spec,), retry_of=job.id, limit=50)
-        return [retry.id for retry in self.recent(query)]
+        if RETRY_OF_VAR not in self._spec_variables(job.wf_spec):
+            return []  # a WfSpec from before retries has none
+        query = JobQuery(wf_specs=(job.wf_spec,), retry_of=job.id)
+        return self._search(job.wf_spec, None, query)[::-1][:MAX_RETRIES_LISTED]
 
     # ------------------------------------------------------------------ internals
 

@@ -11,21 +11,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from comfyui_worker.jobmodel import STATUS_FILTERS
 from comfyui_worker.settings import is_lane_name
 
 COMMANDS = ("submit", "jobs", "ui")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-STATUSES = (
-    "active",
-    "queued",
-    "running",
-    "cancelling",
-    "cancelled",
-    "halted",
-    "completed",
-    "failed",
-    "error",
-)
 
 
 def lane_name(value: str) -> str:
@@ -64,12 +54,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     sub.add_parser("ui", help="serve the jobs page (WORKER_UI_HOST:WORKER_UI_PORT)")
 
 
-def _submit(parser: argparse.ArgumentParser) -> None:
+def task_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a task is made of, alike for ``run`` and ``submit``: workflow, params, overrides."""
     parser.add_argument(
         "workflow", help="a graph, template or task JSON file, or a template name (e.g. smoke)"
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
+
+
+def _submit(parser: argparse.ArgumentParser) -> None:
+    task_arguments(parser)
     parser.add_argument(
         "--image",
         action="append",
@@ -88,7 +83,7 @@ def _submit(parser: argparse.ArgumentParser) -> None:
 
 def _jobs(parser: argparse.ArgumentParser) -> None:
     _lane(parser)
-    parser.add_argument("--status", choices=STATUSES, help="only jobs in this state")
+    parser.add_argument("--status", choices=tuple(STATUS_FILTERS), help="only jobs in this state")
     parser.add_argument(
         "--since", type=since, metavar="AGE|TIME", help="started since (30m, 1h, 2d; or ISO time)"
     )

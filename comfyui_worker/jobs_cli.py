@@ -16,7 +16,7 @@ from comfyui_worker import jobprint, lanes
 from comfyui_worker.errors import ExitCode
 from comfyui_worker.jobfollow import follow, outcome
 from comfyui_worker.jobinput import build_task_input, read_image
-from comfyui_worker.jobmodel import ACTIVE, FINISHED, JobStatus
+from comfyui_worker.jobmodel import FINISHED, STATUS_FILTERS, JobStatus
 from comfyui_worker.joboutputs import OutputReader
 from comfyui_worker.jobs import JobQuery, Jobs
 from comfyui_worker.jobsettings import JobsSettings, UiSettings
@@ -24,13 +24,6 @@ from comfyui_worker.lhapi import LittleHorse, lh_config
 from comfyui_worker.settings import WorkerSettings, load
 from comfyui_worker.tasks import task_source
 from comfyui_worker.templates import load_templates
-
-STATUS_FILTERS = {
-    "active": ACTIVE,
-    "halted": frozenset({JobStatus.CANCELLING, JobStatus.CANCELLED}),
-    "error": frozenset({JobStatus.FAILED}),
-    **{status.value: frozenset({status}) for status in JobStatus},
-}
 
 
 def run(args: argparse.Namespace, settings: WorkerSettings) -> int:
@@ -89,7 +82,7 @@ def _show(args: argparse.Namespace, jobs: Jobs) -> int:
     job = jobs.get(args.id)
     retries = jobs.retries_of(job)
     if args.json:
-        print(json.dumps({**job.model_dump(mode="json"), "retries": retries}, indent=2))
+        print(json.dumps(job.detail(retries), indent=2))
     else:
         print(jobprint.details(job, retries))
     return ExitCode.OK

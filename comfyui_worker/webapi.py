@@ -70,7 +70,7 @@ class UiApi:
         ]
         return {"templates": templates, "lanes": list(self.lanes)}
 
-    def tab(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    def tab(self, name: str, limit: int) -> list[dict[str, Any]]:
         """The newest jobs of one tab: active, done or failed (cancelled ones included)."""
         if name not in TABS:
             raise NotFoundError(f"no tab {name!r}; tabs: {', '.join(TABS)}")
@@ -82,7 +82,7 @@ class UiApi:
     def job(self, job_id: str) -> dict[str, Any]:
         """One job in full (images elided), with the ids of its retries."""
         job = self.jobs.get(job_id)
-        return {**job.model_dump(mode="json"), "retries": self.jobs.retries_of(job)}
+        return job.detail(self.jobs.retries_of(job))
 
     def submit(self, body: object) -> dict[str, Any]:
         """Start a job from the form."""
