@@ -44,14 +44,16 @@ def _pair(fake: FakeProcess, work_dir: Path, size: int, prefetch: int) -> dict[s
         try:
             graph_a = big_graph(size, f"bench/overlap-{tag}")
             lh.schedule(TASK, [graph_a], wf_run_id=big[0], task_guid=big[1])
-            fake.wait_received(prompt_id_for(*big, 0))
+            prompt_a = prompt_id_for(*big, 0, lh.scheduled_at_ns(big[1], wf_run_id=big[0]))
+            fake.wait_received(prompt_a)
             graph_b = sleep_graph(next_color(), SLEEP_S)
             lh.schedule(TASK, [graph_b], wf_run_id=after[0], task_guid=after[1])
+            prompt_b = prompt_id_for(*after, 0, lh.scheduled_at_ns(after[1], wf_run_id=after[0]))
             wait_reports(lh, [big[1], after[1]], timeout_s=120)
         finally:
             fake.set("execution_time_s", 0.0)
         report = next(r for r in lh.reports if r.task_run_id.task_guid == big[1])
     download_ms = json.loads(report.output.json_obj)["timings_ms"]["downloading"]
-    times = fake.times([prompt_id_for(*big, 0), prompt_id_for(*after, 0)])
-    a, b = times[prompt_id_for(*big, 0)], times[prompt_id_for(*after, 0)]
+    times = fake.times([prompt_a, prompt_b])
+    a, b = times[prompt_a], times[prompt_b]
     return {"gap_ms": (b.started - a.finished) * 1000, "download_ms": float(download_ms)}

@@ -57,7 +57,10 @@ def _through_worker(
         scheduled = _schedule(lh, target, tasks, "bench")
         wait_reports(lh, [guid for _, guid in scheduled], timeout_s=60 + tasks)
         end = time.monotonic()
-    prompt_ids = [prompt_id_for(wf, guid, 0) for wf, guid in scheduled]
+        prompt_ids = [
+            prompt_id_for(wf, guid, 0, lh.scheduled_at_ns(guid, wf_run_id=wf))
+            for wf, guid in scheduled
+        ]
     figures = _gaps(target.times(client, prompt_ids))
     return {**figures, "elapsed_s": end - start, "tasks_per_s": tasks / (end - start)}
 

@@ -9,9 +9,9 @@ with exponential backoff and jitter (stamina) within an overall deadline per cal
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -36,10 +36,11 @@ SERVICE = "ComfyUI"
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """Prompt ids ComfyUI is running and holding, in queue order."""
+    """Prompt ids ComfyUI is running and holding, in queue order, and their graphs."""
 
     running: list[str]
     pending: list[str]
+    graphs: Mapping[str, object] = field(default_factory=dict)
 
     def __contains__(self, prompt_id: object) -> bool:
         return prompt_id in self.running or prompt_id in self.pending
@@ -119,8 +120,9 @@ class ComfyClient:
     def queue(self) -> QueueSnapshot:
         """GET /queue: which prompts are running and pending."""
         payload = self._get_json("/queue")
+        running, pending = payload.get("queue_running"), payload.get("queue_pending")
         return QueueSnapshot(
-            running=_ids(payload.get("queue_running")), pending=_ids(payload.get("queue_pending"))
+            running=_ids(running), pending=_ids(pending), graphs=_graphs(running, pending)
         )
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -296,6 +298,17 @@ def _ids(items: Any) -> list[str]:
     if not isinstance(items, list):
         return []
     return [str(item[1]) for item in items if isinstance(item, list) and len(item) > 1]
+
+
+def _graphs(*lists: Any) -> dict[str, object]:
+    """Each queued prompt's graph, from its ``[number, prompt_id, graph, ...]`` entry."""
+    return {
+        str(item[1]): item[2]
+        for items in lists
+        if isinstance(items, list)
+        for item in items
+        if isinstance(item, list) and len(item) > 2
+    }
 
 
 def _snippet(response: httpx.Response, limit: int = 300) -> str:

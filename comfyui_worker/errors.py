@@ -24,6 +24,7 @@ exactly one place each: HTTP in ``transport.py`` (transport) and ``client.py``
         ├── ExecutionTimeoutError    execution-timeout
         ├── ComfyOutOfMemoryError    comfyui-out-of-memory
         ├── WorkerShuttingDownError  worker-shutting-down
+        ├── WorkerNotReadyError      worker-not-ready
         ├── AttemptFencedError       attempt-fenced
         ├── OutputStorageError       output-storage-failed      exit 7
         ├── LittleHorseError         littlehorse-refused        exit 8
@@ -208,6 +209,12 @@ class WorkerShuttingDownError(TechnicalError):
     """The worker is draining; the task is handed back so another worker takes it."""
 
     name = "worker-shutting-down"
+
+
+class WorkerNotReadyError(TechnicalError):
+    """A claimed task found its ComfyUI or output store down, and it stayed down too long."""
+
+    name = "worker-not-ready"
 
 
 class AttemptFencedError(TechnicalError):

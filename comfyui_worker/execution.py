@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from comfyui_worker import __version__, adoption
-from comfyui_worker.adoption import Adopted, Server
+from comfyui_worker.adoption import Adopted, Candidate, Server, candidate_of
 from comfyui_worker.client import ComfyClient, ServerInfo
 from comfyui_worker.download import Downloader
 from comfyui_worker.early import EarlySaver
@@ -169,16 +169,17 @@ class Runner:
         """Execute a request on ComfyUI and wait for it, keeping none of its outputs."""
         with self.events.watch(request.prompt_id, own=True) as watch:
             self.submitter.submit(request, Clock(), NO_FENCE)
-            self._wait(self.local, watch, None)
+            self._wait(self.local, watch, None, request.graph_sha256)
 
     # --- steps ---------------------------------------------------------------------
 
     def _adopt(self, request: RunRequest, fence: Fence) -> Adopted | None:
         """An earlier attempt's prompt, here first, then on a peer that ran it."""
         own_url = self.settings.advertised_url
-        recorded_here = [s.prompt_id for s in fence.earlier if s.comfyui_url == own_url]
-        candidates = list(dict.fromkeys([*request.earlier_prompt_ids, *recorded_here]))
-        found = adoption.find(self.client, [*candidates, request.prompt_id], request.prompt_id)
+        recorded_here = [candidate_of(s) for s in fence.earlier if s.comfyui_url == own_url]
+        current = Candidate(request.prompt_id, request.graph_sha256)
+        candidates = list(dict.fromkeys([*recorded_here, current]))
+        found = adoption.find(self.client, candidates, request.prompt_id)
         if found is not None:
             return Adopted(self.local, *found)
         return adoption.on_peers(self.settings, fence.earlier, own_url)
@@ -195,7 +196,9 @@ class Runner:
         stop: StopCheck | None,
     ) -> tuple[str, Finished]:
         """Submit (or take over) the prompt and wait for it, watching its events throughout."""
-        prompt_id = adopted.prompt_id if adopted is not None else request.prompt_id
+        waited = adopted.candidate if adopted is not None else None
+        prompt_id = waited.prompt_id if waited is not None else request.prompt_id
+        expected = waited.graph_sha256 if waited is not None else request.graph_sha256
         own = adopted is None  # we submit it now, so its events come to our socket
         with server.events.watch(prompt_id, _announcing_start(on_event, say), own=own) as watch:
             self._active[prompt_id] = server
@@ -208,14 +211,16 @@ class Runner:
                     say(f"adopted prompt {prompt_id} from an earlier attempt{where}")
                 if adopted is not None and adopted.finished is not None:
                     return prompt_id, adopted.finished
-                return prompt_id, self._wait(server, watch, stop)
+                return prompt_id, self._wait(server, watch, stop, expected)
             except KeyboardInterrupt:  # Ctrl-C in `main.py run`: free the GPU before leaving
                 self.cancelled = cancel_quietly(server.client, prompt_id)
                 raise
             finally:
                 self._active.pop(prompt_id, None)
 
-    def _wait(self, server: Server, watch: Watch, stop: StopCheck | None) -> Finished:
+    def _wait(
+        self, server: Server, watch: Watch, stop: StopCheck | None, graph_sha256: str | None
+    ) -> Finished:
         policy = WaitPolicy(
             timeout_s=self.settings.history_timeout_s,
             poll_interval_s=self.settings.poll_interval_s,
@@ -225,7 +230,7 @@ class Runner:
             hand_back=self._hand_back,
         )
         try:
-            return Waiter(server.client, watch, policy).run()
+            return Waiter(server.client, watch, policy, graph_sha256).run()
         except ComfyOutOfMemoryError:
             self._free_memory(server, "out of memory")
             raise

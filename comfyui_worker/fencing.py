@@ -5,7 +5,9 @@ id, which worker) as a checkpoint of the task's TaskRun. LittleHorse answers a
 checkpoint from an attempt that is no longer the current, running one (it timed out
 while parked, or a newer attempt exists) with STOP_TASK: a fencing token. Such an
 attempt submits nothing. A retry reads the earlier submissions and adopts the prompt
-where it runs, on whichever ComfyUI it can reach, so a graph runs once in the fleet.
+where it runs, on whichever ComfyUI it can reach, so a graph runs once in the fleet. The
+record carries the graph's fingerprint: a prompt is adopted only if ComfyUI holds that
+very graph under its id.
 
 The LittleHorse side (``ctx.execute_and_checkpoint``) lives at the worker boundary;
 this module knows only the record and the interface the execution loop calls.
@@ -25,6 +27,7 @@ class Submission:
     prompt_id: str
     worker_id: str
     attempt: int
+    graph_sha256: str | None = None  # what was submitted (None: a record without one)
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint value."""
@@ -41,6 +44,7 @@ class Submission:
                 prompt_id=str(value["prompt_id"]),
                 worker_id=str(value.get("worker_id", "")),
                 attempt=int(value.get("attempt", -1)),
+                graph_sha256=_text_or_none(value.get("graph_sha256")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -54,7 +58,7 @@ class Fence(Protocol):
         """Submissions earlier attempts (or deliveries) of this task recorded, oldest first."""
         ...
 
-    def record(self, comfyui_url: str, prompt_id: str) -> None:
+    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
         """Record a submission before making it; raises ``AttemptFencedError`` if stale."""
         ...
 
@@ -67,5 +71,9 @@ class NoFence:
         """Nothing was recorded."""
         return []
 
-    def record(self, comfyui_url: str, prompt_id: str) -> None:
+    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
         """Nothing to record."""
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

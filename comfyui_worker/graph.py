@@ -7,6 +7,7 @@ fault. Later stages (rendering, overrides, image binding) keep a valid graph val
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,15 @@ UI_FORMAT_HINT = (
     "worker needs the API format: in ComfyUI use Workflow > Export (API) (older versions: "
     "enable dev mode in the settings, then 'Save (API Format)')"
 )
+
+
+def fingerprint(graph: object) -> str:
+    """sha256 of a graph as canonical JSON: tells whether a prompt id holds *our* graph.
+
+    ComfyUI keeps the graph it was sent with each prompt, in its queue and its history.
+    """
+    text = json.dumps(graph, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def is_ui_format(obj: object) -> bool:

@@ -18,10 +18,12 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from comfyui_worker.httpserve import BoundedHTTPServer
 
 log = structlog.get_logger("comfyui_worker.health")
 
@@ -38,6 +40,11 @@ class CachedProbe:
         self._checked_at = -CACHE_S
         self._error: str | None = "not checked yet"
         self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        """Forget the verdict: the next call probes again."""
+        with self._lock:
+            self._checked_at = -CACHE_S
 
     def __call__(self) -> str | None:
         """None when up, else a short reason."""
@@ -68,11 +75,21 @@ class Readiness:
     def __init__(self) -> None:
         self.probes: dict[str, Probe] = {}
         self.gating: set[str] = set()
+        self._cached: list[CachedProbe] = []
         self._last_gate_problem: str | None = None
 
     def add(self, name: str, probe: Callable[[], object], *, gating: bool, cached: bool) -> None:
         """Register a check that raises when its dependency is down (what it returns is ignored)."""
-        self._register(name, CachedProbe(probe) if cached else (lambda: _run_probe(probe)), gating)
+        if cached:
+            self._cached.append(cached_probe := CachedProbe(probe))
+            self._register(name, cached_probe, gating)
+        else:
+            self._register(name, lambda: _run_probe(probe), gating)
+
+    def invalidate(self) -> None:
+        """A task just failed on the environment: probe afresh before trusting a verdict."""
+        for probe in self._cached:
+            probe.invalidate()
 
     def add_problem(self, name: str, problem: Probe, *, gating: bool) -> None:
         """Register state that names its own problem (None when up); read afresh each time."""
@@ -106,6 +123,25 @@ class Readiness:
             log.info("worker.taking_tasks_again")
             self._last_gate_problem = None
 
+    async def wait_ready(
+        self, timeout_s: float, give_up: Callable[[], bool] = lambda: False
+    ) -> str | None:
+        """Wait up to ``timeout_s`` for every gating probe to pass; the problem left, or None.
+
+        The gate runs when the SDK *sends* a poll request, which LittleHorse may answer
+        much later, after an outage began: a task claimed so is held here until the
+        worker can run it, instead of failing (and spending one of its retries).
+        ``give_up`` (the worker is draining) ends the wait early.
+        """
+        deadline = time.monotonic() + timeout_s
+        problem = await asyncio.to_thread(self.gate_problem)
+        if problem is not None:
+            log.warning("task.waiting_until_ready", problem=problem, timeout_s=timeout_s)
+        while problem is not None and time.monotonic() < deadline and not give_up():
+            await asyncio.sleep(min(GATE_RECHECK_S, deadline - time.monotonic()))
+            problem = await asyncio.to_thread(self.gate_problem)
+        return problem
+
 
 class HealthServer:
     """A tiny HTTP server for probes and Prometheus scrapes."""
@@ -115,8 +151,7 @@ class HealthServer:
     ) -> None:
         self.alive = alive
         self.readiness = readiness
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._server.daemon_threads = True
+        self._server = BoundedHTTPServer((host, port), _handler(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), name="health-http", daemon=True
         )

@@ -198,9 +198,9 @@ def resolve_image(
 ) -> ResolvedImage:
     """Fetch and check one image; name it ``{unique_prefix}-{sanitised name}``.
 
-    The prefix (e.g. the task guid) keeps concurrent or retried tasks from
-    overwriting each other's inputs in ComfyUI's input directory. Blocking: call it
-    from a thread in async code.
+    The prefix (the attempt's prompt id, unique across the fleet and over time) keeps
+    every other task, queued or running, retried or a reused job id, from overwriting
+    this one's inputs in ComfyUI's input directory. Blocking: call it from a thread.
     """
     data = _read(image, settings, fetcher or Fetcher(settings))
     _check_size(image, len(data), settings.max_input_image_bytes)

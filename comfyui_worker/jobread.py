@@ -149,10 +149,24 @@ def _attempt_error(attempt: TaskAttempt) -> str | None:
     if attempt.HasField("exception"):
         return f"{attempt.exception.name}: {attempt.exception.message}"
     if attempt.HasField("error"):
-        return attempt.error.message.strip() or "task failed"
+        return _error_line(attempt.error.message) or "task failed"
     if attempt.status == TaskStatus.TASK_TIMEOUT:
         return "task-timeout: the attempt timed out"
     return None
+
+
+def _error_line(message: str) -> str:
+    """A TASK_FAILED message as ``<name>: <message>``.
+
+    Workers report their error's own line; a bare SDK traceback (older workers, a crash
+    in the SDK) ends with ``module.Class: <name>: <message>``, which is what is kept.
+    """
+    text = message.strip()
+    if not text.startswith("Traceback (most recent call last)"):
+        return text
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), "")
+    head, sep, rest = last.partition(": ")
+    return rest.strip() if sep and "." in head and " " not in head else last.strip()
 
 
 def _ended(wf_run: WfRun, status: JobStatus, attempts: list[Attempt]) -> datetime | None:
@@ -203,15 +217,17 @@ def _template_and_params(
     source = workflow if isinstance(workflow, dict) else {}
     template = source.get("template") if isinstance(source.get("template"), str) else None
     params = source.get("params") if isinstance(source.get("params"), dict) else {}
-    if result is not None:
-        template = result.get("template") or template
+    if result is not None:  # a result is data anyone could have set: read it defensively
+        named = result.get("template")
+        template = named if isinstance(named, str) and named else template
         params = result["params"] if isinstance(result.get("params"), dict) else params
     return template, dict(params or {})
 
 
 def _outputs(result: dict[str, Any] | None) -> list[SavedOutput]:
     found = []
-    for item in (result or {}).get("outputs") or []:
+    listed = (result or {}).get("outputs")
+    for item in listed if isinstance(listed, list) else []:
         try:
             found.append(SavedOutput.model_validate(item))
         except ValidationError:

@@ -10,6 +10,7 @@ WfSpec retries them. Nothing a task does can take the process down.
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,10 +27,12 @@ from comfyui_worker.errors import (
     ExecutionInterruptedError,
     InternalError,
     InvalidWorkflowError,
+    WorkerNotReadyError,
     WorkerShuttingDownError,
 )
 from comfyui_worker.execution import Runner
 from comfyui_worker.fencing import Fence
+from comfyui_worker.health import Readiness
 from comfyui_worker.lhapi import LittleHorse
 from comfyui_worker.metrics import Metrics
 from comfyui_worker.result import MAX_RESULT_BYTES, RunResult
@@ -48,18 +51,23 @@ MIN_RESULT_BYTES = 16 * 1024
 MAX_TRACE_CHARS = 6000
 
 
-def prompt_id_for(wf_run_id: str, task_guid: str, attempt: int) -> str:
-    """The ComfyUI prompt id of one attempt: deterministic, and a canonical lowercase UUID."""
-    return str(uuid.uuid5(PROMPT_NAMESPACE, f"{wf_run_id}/{task_guid}/{attempt}"))
+def prompt_id_for(wf_run_id: str, task_guid: str, attempt: int, scheduled_at_ns: int) -> str:
+    """The ComfyUI prompt id of one attempt: deterministic, and a canonical lowercase UUID.
+
+    A WfRun id can be reused (after DeleteWfRun or retention) and a task guid is the
+    same ``0-1`` in every WfRun of a WfSpec: the attempt's scheduling time, from
+    LittleHorse, is what makes the id name this attempt and no other, ever.
+    """
+    name = f"{wf_run_id}/{task_guid}/{attempt}/{scheduled_at_ns}"
+    return str(uuid.uuid5(PROMPT_NAMESPACE, name))
 
 
-def identity_for(wf_run_id: str, task_guid: str, attempt: int) -> Identity:
-    """Prompt id, run key and earlier prompt ids of one attempt."""
+def identity_for(key: Key, scheduled_at_ns: int) -> Identity:
+    """Prompt id and run key of one attempt; its input images are named after the prompt."""
+    wf_run_id, task_guid, attempt = key
     return Identity(
-        prompt_id=prompt_id_for(wf_run_id, task_guid, attempt),
+        prompt_id=prompt_id_for(wf_run_id, task_guid, attempt, scheduled_at_ns),
         run_key=f"{_safe(wf_run_id)}/{_safe(task_guid)}",
-        earlier_prompt_ids=tuple(prompt_id_for(wf_run_id, task_guid, a) for a in range(attempt)),
-        unique_prefix=task_guid[:12],
         fresh=attempt == 0,  # with nothing recorded (checked by the runner), nothing to adopt
     )
 
@@ -89,6 +97,8 @@ class TaskHandler:
         metrics: Metrics | None = None,
         worker_id: str = "",
         littlehorse: LittleHorse | None = None,
+        readiness: Readiness | None = None,
+        ready_wait_s: float = 0.0,
     ) -> None:
         self.runner = runner
         self.preparer = preparer
@@ -96,6 +106,8 @@ class TaskHandler:
         self.worker_id = worker_id
         self.littlehorse = littlehorse
         self.metrics = metrics
+        self.readiness = readiness
+        self.ready_wait_s = ready_wait_s
         self.draining = False
 
     def interrupt_preparation(self) -> None:
@@ -111,7 +123,7 @@ class TaskHandler:
         """The task function body: run, then translate errors at this one boundary."""
         key: Key = (ctx.wf_run_id.id, ctx.idempotency_key, ctx.attempt_number)
         self.ledger.started(key)
-        identity = identity_for(*key)
+        identity = identity_for(key, self.ledger.scheduled_at_ns(key) or time.time_ns())
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             wf_run_id=key[0], task_guid=key[1], attempt=key[2], prompt_id=identity.prompt_id
@@ -119,13 +131,14 @@ class TaskHandler:
         trail = Trail(ctx)
         try:
             self._refuse(key)
+            await self._until_ready()
             fence = await CheckpointFence.open(ctx, self.ledger, key, self.worker_id)
             stop = _Cancellation(self.littlehorse, key[0]) if self.littlehorse else None
             result, payload = await asyncio.to_thread(
                 self._run, workflow, identity, trail, fence, stop
             )
         except Exception as exc:  # every failure leaves through the one mapping below
-            raise self._reported(exc, trail) from None
+            raise self._reported(key, exc, trail) from None
         finally:
             self.ledger.finished(key)
         if self.metrics:
@@ -134,13 +147,29 @@ class TaskHandler:
 
     def _refuse(self, key: Key) -> None:
         """Fail fast, before any work: draining, or an input the SDK could not decode."""
+        self._refuse_if_draining()
+        bad_input = self.ledger.input_errors.get(key)
+        if bad_input is not None:
+            raise InvalidWorkflowError(bad_input, field="workflow")
+
+    def _refuse_if_draining(self) -> None:
         if self.draining:
             raise WorkerShuttingDownError(
                 "worker is shutting down; the task goes back to LittleHorse"
             )
-        bad_input = self.ledger.input_errors.get(key)
-        if bad_input is not None:
-            raise InvalidWorkflowError(bad_input, field="workflow")
+
+    async def _until_ready(self) -> None:
+        """Hold a task claimed while ComfyUI or the store is down, rather than fail it."""
+        if self.readiness is None:
+            return
+        problem = await self.readiness.wait_ready(self.ready_wait_s, lambda: self.draining)
+        self._refuse_if_draining()
+        if problem is not None:
+            raise WorkerNotReadyError(
+                f"the worker could not run the task: {problem} (still down after "
+                f"{self.ready_wait_s:g}s, WORKER_READY_WAIT_SEC)",
+                problem=problem,
+            )
 
     def _run(
         self,
@@ -163,8 +192,12 @@ class TaskHandler:
         log.info("task.succeeded", files=len(result.outputs), timings_ms=result.timings_ms)
         return result, result.to_json(_result_budget(workflow))
 
-    def _reported(self, exc: Exception, trail: Trail) -> Exception:
-        """The exception to hand the SDK: LHTaskException for business, the error otherwise."""
+    def _reported(self, key: Key, exc: Exception, trail: Trail) -> Exception:
+        """The exception to hand the SDK: LHTaskException for business, the error otherwise.
+
+        A technical error's report carries ``describe()`` (name, message, details), not
+        the SDK's traceback (``sdk.ReportTask`` swaps it in).
+        """
         error = exc if isinstance(exc, ComfyWorkerError) else _internal(exc)
         if self.metrics:
             self.metrics.failed(error)
@@ -173,6 +206,9 @@ class TaskHandler:
             trail(f"failed: {error.name}: {error.message}")
             return LHTaskException(error.name, error.message, to_variable_value(error.content()))
         log.warning("task.technical_failure", error=error.name, message=error.message)
+        self.ledger.failures[key] = error.describe()
+        if self.readiness is not None:  # the next claim must not trust a stale "ok"
+            self.readiness.invalidate()
         trail(f"failed (will be retried): {error.name}: {error.message}")
         return error.with_traceback(None)
 

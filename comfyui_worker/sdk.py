@@ -62,6 +62,7 @@ class Claim:
 
     claimed_at: float
     observed_checkpoints: int = 0
+    scheduled_at_ns: int = 0  # when LittleHorse scheduled this attempt (its ScheduledTask)
     started_at: float | None = None
     finished_at: float | None = None
 
@@ -72,6 +73,7 @@ class Ledger:
 
     claims: dict[Key, Claim] = field(default_factory=dict)
     input_errors: dict[Key, str] = field(default_factory=dict)
+    failures: dict[Key, str] = field(default_factory=dict)  # what a TASK_FAILED report says
     fenced: set[Key] = field(default_factory=set)
     polling: bool = False
     problem: str | None = "not connected to LittleHorse yet"
@@ -87,11 +89,21 @@ class Ledger:
 
     # --- tasks ----------------------------------------------------------------------
 
-    def claimed(self, key: Key, observed_checkpoints: int = 0) -> None:
+    def claimed(self, key: Key, observed_checkpoints: int = 0, scheduled_at_ns: int = 0) -> None:
         """The SDK received this task from PollTask."""
         with self._lock:
-            self.claims[key] = Claim(time.monotonic(), observed_checkpoints)
+            self.claims[key] = Claim(time.monotonic(), observed_checkpoints, scheduled_at_ns)
         self._update_idle()
+
+    def scheduled_at_ns(self, key: Key) -> int:
+        """When LittleHorse scheduled this attempt, in ns (0 if the claim was not seen).
+
+        Full precision, unlike ``WorkerContext.scheduled_time`` (whole seconds): it tells
+        apart two WfRuns that reuse one id, so their prompts never share an id.
+        """
+        with self._lock:
+            claim = self.claims.get(key)
+            return claim.scheduled_at_ns if claim is not None else 0
 
     def observed_checkpoints(self, key: Key) -> int:
         """How many checkpoints earlier attempts of this task recorded (at delivery)."""
@@ -116,6 +128,7 @@ class Ledger:
         with self._lock:
             self.claims.pop(key, None)
             self.input_errors.pop(key, None)
+            self.failures.pop(key, None)
             self.fenced.discard(key)
         self._update_idle()
 
@@ -252,7 +265,9 @@ class _ObservedStub:
             async for reply in call:
                 if reply.HasField("result"):
                     task = reply.result
-                    self._ledger.claimed(key_of(task), task.total_observed_checkpoints)
+                    self._ledger.claimed(
+                        key_of(task), task.total_observed_checkpoints, timestamp_ns(task.created_at)
+                    )
                     guard_inputs(reply.result, self._ledger)
                 yield reply
         except grpc.aio.AioRpcError as exc:
@@ -282,8 +297,15 @@ class _ObservedStub:
         return reply
 
     async def ReportTask(self, report: ReportTaskRun, **kwargs: Any) -> Any:
-        """Report, riding out a LittleHorse that is away for up to the report patience."""
+        """Report, riding out a LittleHorse that is away for up to the report patience.
+
+        A TASK_FAILED report carries the SDK's traceback (install paths, frames) as its
+        message; the error's own ``<name>: <message>`` line replaces it.
+        """
         key = key_of(report)
+        failure = self._ledger.failures.get(key)
+        if failure is not None and report.HasField("error"):  # type: ignore[no-untyped-call]
+            report.error.message = failure
         deadline = time.monotonic() + self._config.report_patience_s
         pause_s = 0.5
         try:
@@ -325,6 +347,11 @@ def guard_inputs(task: ScheduledTask, ledger: Ledger) -> None:
             reason = f"input '{variable.var_name}' is not valid JSON: {type(exc).__name__}: {exc}"
             ledger.input_errors[key_of(task)] = reason[:500]
             setattr(value, kind, "{}" if kind == "json_obj" else "[]")
+
+
+def timestamp_ns(stamp: Any) -> int:
+    """A protobuf Timestamp as integer nanoseconds since the epoch."""
+    return int(stamp.seconds) * 1_000_000_000 + int(stamp.nanos)
 
 
 def _describe(exc: grpc.aio.AioRpcError, call: str) -> str:
@@ -462,9 +489,9 @@ class CheckpointFence:
         found = (Submission.from_json(value) for value in self._earlier)
         return [submission for submission in found if submission is not None]
 
-    def record(self, comfyui_url: str, prompt_id: str) -> None:
+    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
         """PutCheckpoint before the POST; blocks the execution thread until answered."""
-        submission = Submission(comfyui_url, prompt_id, self._worker_id, self._key[2])
+        submission = Submission(comfyui_url, prompt_id, self._worker_id, self._key[2], graph_sha256)
         future = asyncio.run_coroutine_threadsafe(
             self._ctx.execute_and_checkpoint(lambda _context: submission.to_json()), self._loop
         )

@@ -53,6 +53,8 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
         metrics,
         config.task_worker_id,
         littlehorse=cancellation,
+        readiness=readiness,
+        ready_wait_s=settings.ready_wait_s,
     )
     fn = task_function(handler.execute)
     supervisor = Supervisor(

@@ -196,6 +196,7 @@ class WorkerSettings(_EnvSettings):
     )
     num_worker_threads: int = Field(1, alias="LHW_NUM_WORKER_THREADS")
     drain_timeout_s: float = Field(300.0, ge=0, alias="WORKER_DRAIN_TIMEOUT_SEC")
+    ready_wait_s: float = Field(120.0, ge=0, alias="WORKER_READY_WAIT_SEC")
     http_port: int = Field(8089, ge=0, le=65535, alias="WORKER_HTTP_PORT")
     http_host: str = Field("0.0.0.0", alias="WORKER_HTTP_HOST")
     log_format: str = Field("console", pattern="^(console|json)$", alias="WORKER_LOG_FORMAT")

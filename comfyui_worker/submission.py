@@ -60,7 +60,7 @@ class Submitter:
         if not self._socket_waited:  # once, at start: let the socket open so events reach us
             self._socket_waited = True
             self.events.wait_connected(min(2.0, self.settings.http_timeout_s))
-        fence.record(self.settings.advertised_url, request.prompt_id)
+        fence.record(self.settings.advertised_url, request.prompt_id, request.graph_sha256)
         clock.submitted_wall_ms = time.time() * 1000
         deadline = self.client.deadline()
         for attempt in self.client.retrying(deadline):

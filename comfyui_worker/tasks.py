@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import structlog
 
 from comfyui_worker import jsonsafe
 from comfyui_worker.errors import InvalidWorkflowError
-from comfyui_worker.graph import Graph
+from comfyui_worker.graph import Graph, fingerprint
 from comfyui_worker.images import ResolvedImage, bind_images, resolve_images
 from comfyui_worker.settings import ComfySettings
 from comfyui_worker.suggest import did_you_mean, quote_list
@@ -34,21 +35,23 @@ class RunRequest:
     graph: Graph
     prompt_id: str
     run_key: str
-    earlier_prompt_ids: tuple[str, ...] = ()
     fresh: bool = False  # no earlier delivery can have queued it (first attempt, new id)
     uploads: Sequence[ResolvedImage] = ()
     params: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
 
+    @cached_property
+    def graph_sha256(self) -> str:
+        """The graph's fingerprint: recorded with the submission, checked in ComfyUI's history."""
+        return fingerprint(self.graph)
+
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a request is for: its prompt id, run key, and earlier attempts' prompt ids."""
+    """Who a request is for: its prompt id (which also names its input images), its run key."""
 
     prompt_id: str
     run_key: str
-    earlier_prompt_ids: tuple[str, ...] = ()
-    unique_prefix: str = ""
     fresh: bool = False
 
 
@@ -93,7 +96,7 @@ class TaskPreparer:
         images = resolve_images(
             task.images,
             self.settings,
-            unique_prefix=identity.unique_prefix or identity.prompt_id[:8],
+            unique_prefix=identity.prompt_id,  # one attempt's inputs, never another's
             fetcher=self.fetcher,
         )
         bind_images(rendered.graph, images)
@@ -102,7 +105,6 @@ class TaskPreparer:
             graph=rendered.graph,
             prompt_id=identity.prompt_id,
             run_key=f"{prefix}/{identity.run_key}" if prefix else identity.run_key,
-            earlier_prompt_ids=identity.earlier_prompt_ids,
             fresh=identity.fresh,
             uploads=images,
             params=rendered.params,

@@ -88,10 +88,37 @@ def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are IPv4
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: local use, never public
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4, Teredo)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client's address; the server's is public by design
+    if address in IPV4_COMPATIBLE or address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def forbidden(address: Address) -> str | None:
-    """Why an address may not be fetched from, or None if it is a public unicast one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return forbidden(address.ipv4_mapped)
+    """Why an address may not be fetched from, or None if it is a public unicast one.
+
+    An IPv6 address that carries an IPv4 one (``::ffff:127.0.0.1``, ``::127.0.0.1``,
+    ``64:ff9b::7f00:1``, ``2002:7f00:1::``) is judged by that IPv4 address: NAT64 and
+    6to4 gateways would deliver to it.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None and int(inner) > 1:  # :: and ::1 are themselves below
+            return forbidden(inner)
+        if address.is_site_local or address in LOCAL_NAT64:
+            return "a private or reserved address"
     if address.is_multicast:
         return "a multicast address"
     if address.is_unspecified:

@@ -32,6 +32,7 @@ from comfyui_worker.errors import (
     WorkerShuttingDownError,
 )
 from comfyui_worker.events import Watch
+from comfyui_worker.graph import fingerprint
 
 log = structlog.get_logger("comfyui_worker.waiting")
 
@@ -74,11 +75,19 @@ class WaitPolicy:
 class Waiter:
     """One wait for one prompt; ``run`` returns the successful entry or raises."""
 
-    def __init__(self, client: ComfyClient, watch: Watch, policy: WaitPolicy) -> None:
+    def __init__(
+        self,
+        client: ComfyClient,
+        watch: Watch,
+        policy: WaitPolicy,
+        graph_sha256: str | None = None,
+    ) -> None:
         self.client = client
         self.watch = watch
         self.prompt_id = watch.prompt_id
         self.policy = policy
+        self.graph_sha256 = graph_sha256  # the graph we expect under this id, if known
+        self._stale_seen = False
         self._missing_ticks = 0
         self._began = time.monotonic()
         self._started_at: float | None = None
@@ -112,7 +121,25 @@ class Waiter:
             self.watch.wait(max(min(pause, self._deadline() - now), 0.0))
 
     def _history(self) -> dict[str, Any] | None:
-        return self.client.history(self.prompt_id)
+        entry = self.client.history(self.prompt_id)
+        return entry if entry is None or self._is_ours(entry) else None
+
+    def _is_ours(self, entry: dict[str, Any]) -> bool:
+        """Whether a history entry is our prompt's, not an older one under the same id.
+
+        ComfyUI files a duplicate prompt id without complaint and keeps serving the old
+        entry until the new prompt finishes (then it replaces it). So an entry holding
+        another graph counts only once our prompt has left the queue: it is ours then,
+        even from a server that rewrites graphs.
+        """
+        graph = history_graph(entry)
+        if self.graph_sha256 is None or graph is None or fingerprint(graph) == self.graph_sha256:
+            return True
+        held = self.prompt_id in self.client.queue()
+        if held and not self._stale_seen:
+            self._stale_seen = True
+            log.warning("comfy.stale_history_entry", prompt_id=self.prompt_id)
+        return not held
 
     def _deadline(self) -> float:
         if self._started_at is not None:
@@ -273,6 +300,12 @@ def succeeded(entry: dict[str, Any]) -> bool:
     """Whether a history entry is a success (entries without a status are, on old servers)."""
     status = entry.get("status")
     return not isinstance(status, dict) or status.get("status_str", "success") == "success"
+
+
+def history_graph(entry: dict[str, Any]) -> object | None:
+    """The graph a history entry ran: ``prompt`` is ``[number, id, graph, extra, outputs]``."""
+    prompt = entry.get("prompt")
+    return prompt[2] if isinstance(prompt, list) and len(prompt) > 2 else None
 
 
 def history_messages(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:

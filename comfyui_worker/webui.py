@@ -1,6 +1,6 @@
 """``main.py ui``: the jobs page, a static page over a small JSON API (no build step).
 
-The standard library's ``ThreadingHTTPServer`` serves three fixed static files
+A bounded threading server (``httpserve.py``) serves three fixed static files
 (``web/``) and the API of ``webapi.py``; ``webguard.py`` decides who may call it.
 Every response forbids framing and sniffing; the page may run only its own script;
 an output file is served with a sandboxing CSP, inline only for images, video and
@@ -15,13 +15,14 @@ import signal
 import socket
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import structlog
 
+from comfyui_worker import jsonsafe
 from comfyui_worker.errors import (
     BusinessError,
     ComfyWorkerError,
@@ -34,6 +35,7 @@ from comfyui_worker.errors import (
     OutputStorageError,
     as_error,
 )
+from comfyui_worker.httpserve import BoundedHTTPServer
 from comfyui_worker.jobs import Jobs
 from comfyui_worker.jobsettings import JobsSettings, UiSettings
 from comfyui_worker.webapi import UiApi
@@ -68,17 +70,15 @@ ERROR_STATUS: list[tuple[type[ComfyWorkerError], HTTPStatus]] = [
 ]
 
 
-class UiServer(ThreadingHTTPServer):
+class UiServer(BoundedHTTPServer):
     """The HTTP server, holding the API and the guard its handlers use."""
 
-    daemon_threads = True
-
-    def __init__(self, ui: UiSettings, api: UiApi) -> None:
+    def __init__(self, ui: UiSettings, api: UiApi, **bounds: Any) -> None:
         self.api = api
         self.guard = Guard(ui)
         if ":" in ui.host:
             self.address_family = socket.AF_INET6
-        super().__init__((ui.host.strip("[]"), ui.port), Handler)
+        super().__init__((ui.host.strip("[]"), ui.port), Handler, **bounds)
 
     @property
     def url(self) -> str:
@@ -191,10 +191,7 @@ class Handler(BaseHTTPRequestHandler):
                 "LittleHorse record (~1 MB): send large images as path or url sources"
             )
         raw = self.rfile.read(length) if length else b"{}"
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise InvalidWorkflowError("the request body is not JSON") from None
+        return jsonsafe.loads(raw, source="the request body")
 
     def reply(self, data: object, status: int = 200, headers: dict[str, str] | None = None) -> None:
         """A JSON answer."""

@@ -12,6 +12,8 @@ import pytest
 import stamina
 
 from comfyui_worker.execution import Runner
+from comfyui_worker.fencing import Submission
+from comfyui_worker.lh_worker import prompt_id_for
 from comfyui_worker.settings import ComfySettings, load_comfy
 from comfyui_worker.tasks import Identity, RunRequest, TaskPreparer
 from comfyui_worker.templates import TemplateSet
@@ -69,6 +71,12 @@ def runner(settings: ComfySettings) -> Iterator[Runner]:
         r.close()
 
 
+def prompt_of(lh: Any, wf_run_id: str, guid: str, attempt: int = 0) -> str:
+    """The prompt id the worker gives an attempt: it names when LittleHorse scheduled it."""
+    scheduled = lh.scheduled_at_ns(guid, attempt, wf_run_id=wf_run_id)
+    return prompt_id_for(wf_run_id, guid, attempt, scheduled)
+
+
 def wait_until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
     """Poll ``condition`` until true (for facts a fake records asynchronously)."""
     deadline = time.monotonic() + timeout_s
@@ -88,10 +96,25 @@ def make_request(
     *,
     prompt_id: str | None = None,
     run_key: str | None = None,
-    earlier_prompt_ids: tuple[str, ...] = (),
     fresh: bool = False,
 ) -> RunRequest:
     """A request built the way the worker builds one: parsed and validated once."""
     prompt_id = prompt_id or str(uuid.uuid4())
-    identity = Identity(prompt_id, run_key or prompt_id, earlier_prompt_ids, fresh=fresh)
+    identity = Identity(prompt_id, run_key or prompt_id, fresh=fresh)
     return _PREPARER.request(graph, identity)
+
+
+class RecordedFence:
+    """What LittleHorse's checkpoints would hold: submissions earlier attempts recorded."""
+
+    def __init__(self, *earlier: Submission) -> None:
+        self.earlier = list(earlier)
+        self.recorded: list[Submission] = []
+
+    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
+        self.recorded.append(Submission(comfyui_url, prompt_id, "test", 1, graph_sha256))
+
+
+def recorded(comfyui_url: str, prompt_id: str, graph: Any) -> Submission:
+    """An earlier attempt's record of submitting ``graph`` (as the worker validated it)."""
+    return Submission(comfyui_url, prompt_id, "earlier", 0, make_request(graph).graph_sha256)

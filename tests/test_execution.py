@@ -29,7 +29,7 @@ from comfyui_worker.settings import ComfySettings
 from comfyui_worker.store import LocalStore
 from comfyui_worker.tasks import RunRequest
 from fakes.comfyui import FakeComfyUI
-from tests.conftest import make_request, make_settings, wait_until
+from tests.conftest import RecordedFence, make_request, make_settings, recorded, wait_until
 from tests.graphs import smoke
 
 
@@ -334,17 +334,17 @@ def test_earlier_running_prompt_is_adopted_not_resubmitted(runner: Runner, comfy
     import httpx
 
     httpx.post(f"{comfy.base_url}/prompt", json={"prompt": smoke(color=13), "prompt_id": earlier})
-    result = runner.run(request(smoke(color=13), earlier_prompt_ids=(earlier,)))
+    fence = RecordedFence(recorded(comfy.base_url, earlier, smoke(color=13)))
+    result = runner.run(request(smoke(color=13)), fence=fence)
     assert result.prompt_id == earlier and comfy.submitted == [earlier]
-    assert comfy.executed == [earlier]
+    assert comfy.executed == [earlier] and fence.recorded == []
 
 
 def test_earlier_success_is_downloaded_without_rerunning(runner: Runner, comfy: FakeComfyUI):
     """A prompt that already succeeded is only downloaded; files already saved are reused."""
     first = runner.run(request(smoke(color=14), run_key="task"))
-    again = runner.run(
-        request(smoke(color=14), run_key="task", earlier_prompt_ids=(first.prompt_id,))
-    )
+    fence = RecordedFence(recorded(comfy.base_url, first.prompt_id, smoke(color=14)))
+    again = runner.run(request(smoke(color=14), run_key="task"), fence=fence)
     assert again.prompt_id == first.prompt_id and comfy.submitted == [first.prompt_id]
     assert [o.reused for o in again.outputs] == [True]
 
@@ -375,6 +375,41 @@ def test_an_earlier_copy_is_reused_only_where_one_may_exist(
     assert comfy.requests.count(("GET", "/view")) == (1 if may_reuse else 2)
 
 
+def test_an_earlier_prompt_holding_another_graph_is_never_adopted(
+    runner: Runner, comfy: FakeComfyUI
+):
+    """A recorded prompt id whose graph in ComfyUI is not the recorded one is run afresh."""
+    other = str(uuid.uuid4())
+    httpx.post(f"{comfy.base_url}/prompt", json={"prompt": smoke(color=20), "prompt_id": other})
+    comfy.wait_idle()
+    fence = RecordedFence(recorded(comfy.base_url, other, smoke(color=21)))
+    result = runner.run(request(smoke(color=21)), fence=fence)
+    assert result.prompt_id != other and comfy.submitted == [other, result.prompt_id]
+    assert [s.prompt_id for s in fence.recorded] == [result.prompt_id]
+
+
+def test_an_older_history_entry_under_our_prompt_id_is_not_our_result(
+    runner: Runner, comfy: FakeComfyUI
+):
+    """ComfyUI serves an old entry for a reused id while ours waits queued: we wait for ours."""
+    reused = str(uuid.uuid4())
+    first = runner.run(request(smoke(color=22), prompt_id=reused))
+    comfy.pause()
+    since = len(comfy.requests)
+    done: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: done.append(runner.run(request(smoke(color=23), prompt_id=reused)))
+    )
+    thread.start()
+    looked = ("GET", f"/history/{reused}")
+    wait_until(lambda: comfy.submitted.count(reused) == 2 and looked in comfy.requests[since:])
+    comfy.resume()
+    thread.join(30)
+    [second] = done
+    assert comfy.executed == [reused, reused]
+    assert second.outputs[0].sha256 != first.outputs[0].sha256  # color 23, not 22
+
+
 def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI):
     """An earlier attempt that failed (e.g. out of memory) is run again under the new id."""
     comfy.fail_node(
@@ -384,7 +419,8 @@ def test_earlier_failure_is_submitted_afresh(runner: Runner, comfy: FakeComfyUI)
     with pytest.raises(ComfyOutOfMemoryError):
         runner.run(request(smoke(color=15), prompt_id=earlier))
     comfy.clear_failures()
-    result = runner.run(request(smoke(color=15), earlier_prompt_ids=(earlier,)))
+    fence = RecordedFence(recorded(comfy.base_url, earlier, smoke(color=15)))
+    result = runner.run(request(smoke(color=15)), fence=fence)
     assert result.prompt_id != earlier and len(comfy.submitted) == 2
 
 

@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 from littlehorse.model import TaskStatus
 
-from comfyui_worker.lh_worker import prompt_id_for
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
 from fakes.seaweed import SeaweedS3
-from tests.conftest import wait_until
+from tests.conftest import make_request, prompt_of, wait_until
 from tests.graphs import smoke
 from tests.test_lh_worker import TASK, WorkerProcess
 from tests.test_storage import objects, s3_env
@@ -98,7 +97,7 @@ def test_a_retry_on_another_worker_adopts_the_prompt_on_the_first_comfyui(
     report = lh.wait_report(guid, 1, timeout_s=60)
     assert report.status == TaskStatus.TASK_SUCCESS, report
     result = json.loads(report.output.json_obj)
-    assert result["prompt_id"] == prompt_id_for("wf-fleet", guid, 0)
+    assert result["prompt_id"] == prompt_of(lh, "wf-fleet", guid, 0)
     assert result["comfyui"]["base_url"] == comfy.base_url
     assert comfy.executed == [result["prompt_id"]] and comfy_b.submitted == []
     [output] = result["outputs"]
@@ -129,7 +128,7 @@ def test_a_retry_submits_here_when_the_first_comfyui_is_gone(
     lh.schedule(TASK, [smoke(41)], wf_run_id="wf-gone", task_guid=guid, attempt_number=1)
     report = lh.wait_report(guid, 1, timeout_s=60)
     assert report.status == TaskStatus.TASK_SUCCESS, report
-    assert comfy_b.submitted == [prompt_id_for("wf-gone", guid, 1)]
+    assert comfy_b.submitted == [prompt_of(lh, "wf-gone", guid, 1)]
     checkpoints = lh.checkpoints[("wf-gone", guid)]
     urls = [json.loads(c.value.json_obj)["comfyui_url"] for c in checkpoints]
     assert urls == [comfy.base_url, comfy_b.base_url]
@@ -164,7 +163,7 @@ def test_a_parked_task_that_timed_out_submits_nothing(
     lh.wait_delivered(parked)
     assert lh.wait_report(running, timeout_s=30).status == TaskStatus.TASK_SUCCESS
     wait_until(lambda: '"attempt-fenced"' in worker.logs(), timeout_s=30)
-    assert comfy.submitted == [prompt_id_for("wf-run", running, 0)]
+    assert comfy.submitted == [prompt_of(lh, "wf-run", running, 0)]
 
 
 def checkpoint_values(lh: FakeLittleHorse, wf_run_id: str, guid: str) -> list[dict[str, Any]]:
@@ -190,8 +189,9 @@ def test_every_submission_is_recorded_before_the_post(
     assert checkpoint_values(lh, "wf-rec", guid) == [
         {
             "comfyui_url": "http://gpu-7.internal:8188",
-            "prompt_id": prompt_id_for("wf-rec", guid, 0),
+            "prompt_id": prompt_of(lh, "wf-rec", guid, 0),
             "worker_id": "worker-7",
             "attempt": 0,
+            "graph_sha256": make_request(smoke(45)).graph_sha256,
         }
     ]

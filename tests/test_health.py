@@ -132,3 +132,34 @@ def test_metrics_record_outcomes_phases_and_bytes():
     assert 'comfyui_worker_task_phase_seconds_count{phase="executing"} 1.0' in text
     assert "comfyui_worker_downloaded_bytes_total 1.0" in text
     assert "comfyui_worker_comfyui_up 0.0" in text
+
+
+def test_a_failure_makes_cached_probes_look_again():
+    """invalidate(): a cached "ok" is not trusted after a task failed on the environment."""
+    store = Switch()
+    ready = Readiness()
+    ready.add("output", store, gating=True, cached=True)
+    assert ready.gate_problem() is None
+    store.up = False
+    assert ready.gate_problem() is None  # still the cached verdict
+    ready.invalidate()
+    assert ready.gate_problem() == "output: refused"
+
+
+def test_wait_ready_returns_once_up_or_the_problem_at_the_deadline():
+    """A claimed task waits for readiness; it gives up with the problem, or when told to."""
+    store = Switch()
+    store.up = False
+    ready = Readiness()
+    ready.add("output", store, gating=True, cached=False)
+    assert asyncio.run(ready.wait_ready(0.0)) == "output: refused"
+    assert asyncio.run(ready.wait_ready(60.0, give_up=lambda: True)) == "output: refused"
+
+    async def comes_back() -> str | None:
+        waiting = asyncio.create_task(ready.wait_ready(60.0))
+        while store.calls < 4:  # it is polling
+            await asyncio.sleep(0.01)
+        store.up = True
+        return await waiting
+
+    assert asyncio.run(comes_back()) is None

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from littlehorse import to_variable_value
+from littlehorse.model import RunWfRequest
 
 from comfyui_worker.errors import (
     InvalidWorkflowError,
@@ -95,6 +97,30 @@ def test_technical_failures_show_every_attempt_and_the_last_error(stub, jobs):
     assert "comfyui-unavailable" in (job.error.last_attempt or "")
     assert [a.status for a in job.attempts] == ["TASK_FAILED"] * 4 and job.max_attempts == 4
     assert job.exit_code == 6
+    assert [a.error for a in job.attempts] == [  # the SDK's traceback, down to its last line
+        "RuntimeError: comfyui-unavailable: ComfyUI at http://gpu-1 is unreachable"
+    ] * 4
+
+
+def test_a_result_of_the_wrong_shape_is_read_defensively(stub, jobs):
+    """A result variable set by hand ({"outputs": 5}) lists and shows; nothing crashes."""
+    job_id = f"junk-{uuid.uuid4().hex[:8]}"
+    junk = {"outputs": 5, "template": 7, "params": "x", "manifest": ["no"]}
+    stub.config.stub().RunWf(
+        RunWfRequest(
+            wf_spec_name=WF_SPEC_NAME,
+            id=job_id,
+            variables={
+                "workflow": to_variable_value(job_input("fail")),
+                "result": to_variable_value(junk),
+            },
+        )
+    )
+    stub.wait_done(job_id)
+    failed = jobs.recent(JobQuery(statuses=frozenset({JobStatus.FAILED}), limit=100))
+    [job] = [job for job in failed if job.id == job_id]
+    assert job.outputs == [] and job.template == "smoke" and job.error is not None
+    assert job.params == {"mode": "fail"} and job.error.name == "execution-failed"
 
 
 def test_following_a_job_reports_the_retry_and_the_outcome(stub, jobs):

@@ -15,7 +15,6 @@ import pytest
 from comfyui_worker import jobprint, lanes
 from comfyui_worker.jobmodel import Job
 from comfyui_worker.jobs_args import since
-from comfyui_worker.lh_worker import prompt_id_for
 from fakes.comfyui import FakeComfyUI
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
@@ -120,8 +119,8 @@ def test_cancel_interrupts_the_prompt_and_the_job_shows_cancelled(stack, worker,
     comfy.execution_time_s = 6  # 2 s per node: the interrupt lands at the next node boundary
     submitted = stack.main("submit", "smoke", "--param", "color=60", "--id", "long-1")
     assert submitted.returncode == 0, submitted.stderr
-    prompt_id = prompt_id_for("long-1", "0-1", 0)
-    wait_until(lambda: prompt_id in comfy.submitted, timeout_s=30)
+    wait_until(lambda: comfy.submitted, timeout_s=30)
+    [prompt_id] = comfy.submitted
     cancel = stack.main("jobs", "cancel", "long-1", "--wait")
     assert cancel.returncode == 0 and "job long-1 cancelled" in cancel.stderr, cancel.stderr
     wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=30)

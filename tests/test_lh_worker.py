@@ -20,7 +20,7 @@ from comfyui_worker.lh_worker import prompt_id_for
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
 from fakes.processes import start_worker
-from tests.conftest import wait_until
+from tests.conftest import prompt_of, wait_until
 from tests.graphs import smoke
 
 # The real `main.py worker` subprocess: end to end, seconds each.
@@ -116,7 +116,7 @@ def test_success_reports_the_result_and_saves_files(
     report = run_task(lh, smoke(1), guid=guid, wf_run_id="wf-success")
     assert report.status == TaskStatus.TASK_SUCCESS, report
     result = json.loads(report.output.json_obj)
-    assert result["prompt_id"] == prompt_id_for("wf-success", guid, 0) == comfy.submitted[0]
+    assert result["prompt_id"] == prompt_of(lh, "wf-success", guid, 0) == comfy.submitted[0]
     [out] = result["outputs"]
     assert Path(out["path"]).is_file() and Path(out["path"]).is_relative_to(
         tmp_path / "out" / "wf-success" / guid
@@ -179,7 +179,8 @@ def test_out_of_memory_is_task_failed(lh: FakeLittleHorse, spawn: Any, comfy: Fa
     spawn()
     report = run_task(lh, smoke(3))
     assert report.status == TaskStatus.TASK_FAILED
-    assert "comfyui-out-of-memory" in report.error.message
+    assert report.error.message.startswith("comfyui-out-of-memory: ComfyUI ran out of memory")
+    assert "Traceback" not in report.error.message and ".venv" not in report.error.message
 
 
 def test_no_task_is_taken_while_comfyui_is_down(
@@ -226,7 +227,7 @@ def test_retry_after_a_crash_never_runs_the_graph_twice(
     spawn()
     report = run_task(lh, smoke(6), guid=guid, attempt=1, wf_run_id="wf-crash")
     assert report.status == TaskStatus.TASK_SUCCESS, report
-    assert comfy.submitted == [prompt_id_for("wf-crash", guid, 0)]
+    assert comfy.submitted == [prompt_of(lh, "wf-crash", guid, 0)]
     assert comfy.executed == comfy.submitted
     assert json.loads(report.output.json_obj)["prompt_id"] == comfy.submitted[0]
 
@@ -239,7 +240,7 @@ def test_sigterm_drains_the_running_task_then_exits_zero(
     worker = spawn()
     guid = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(7)], task_guid=guid, wf_run_id="wf-term")
-    wait_until(lambda: prompt_id_for("wf-term", guid, 0) in comfy.submitted)
+    wait_until(lambda: prompt_of(lh, "wf-term", guid, 0) in comfy.submitted)
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     report = lh.wait_report(guid, timeout_s=5)
     assert report.status == TaskStatus.TASK_SUCCESS
@@ -253,13 +254,13 @@ def test_drain_past_grace_interrupts_and_reports_retryable(
     worker = spawn(WORKER_DRAIN_TIMEOUT_SEC="0.5")
     guid = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(8)], task_guid=guid, wf_run_id="wf-drain")
-    wait_until(lambda: prompt_id_for("wf-drain", guid, 0) in comfy.submitted)
+    wait_until(lambda: prompt_of(lh, "wf-drain", guid, 0) in comfy.submitted)
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     report = lh.wait_report(guid, timeout_s=5)
     assert (
         report.status == TaskStatus.TASK_FAILED and "worker-shutting-down" in report.error.message
     )
-    wait_until(lambda: prompt_id_for("wf-drain", guid, 0) in comfy.interrupted, timeout_s=5)
+    wait_until(lambda: prompt_of(lh, "wf-drain", guid, 0) in comfy.interrupted, timeout_s=5)
 
 
 def free_port() -> int:
@@ -319,7 +320,7 @@ def test_sigterm_hands_back_the_parked_task_at_once(
 
 
 def test_template_task_with_an_input_image(lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI):
-    """A template task uploads its image under a per-task name and reports the params used."""
+    """A template task uploads its image under its prompt's name and reports the params used."""
     from tests.graphs import PNG_1PX_BASE64
 
     spawn()
@@ -334,7 +335,7 @@ def test_template_task_with_an_input_image(lh: FakeLittleHorse, spawn: Any, comf
     result = json.loads(report.output.json_obj)
     assert result["template"] == "image_resize" and result["params"]["width"] == 16
     [upload] = comfy.uploads
-    assert guid[:12] in json.dumps(upload)
+    assert upload["name"] == f"{result['prompt_id']}-image.png"
 
 
 def readyz(port: int) -> dict[str, Any]:
@@ -430,7 +431,7 @@ def test_a_result_lh_never_received_is_adopted_by_the_retry(
     report = run_task(lh, smoke(23), guid=guid, attempt=1, wf_run_id="wf-lost")
     assert report.status == TaskStatus.TASK_SUCCESS, report
     result = json.loads(report.output.json_obj)
-    assert result["prompt_id"] == prompt_id_for("wf-lost", guid, 0) and len(comfy.submitted) == 1
+    assert result["prompt_id"] == prompt_of(lh, "wf-lost", guid, 0) and len(comfy.submitted) == 1
     assert [o["reused"] for o in result["outputs"]] == [True]
 
 
@@ -462,7 +463,7 @@ def test_a_repeated_sigterm_is_one_request_not_a_force(
     worker = spawn()
     guid = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(25)], task_guid=guid, wf_run_id="wf-twice")
-    wait_until(lambda: prompt_id_for("wf-twice", guid, 0) in comfy.submitted)
+    wait_until(lambda: prompt_of(lh, "wf-twice", guid, 0) in comfy.submitted)
     worker.proc.send_signal(signal.SIGTERM)
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=30) == 0, worker.logs()
@@ -504,9 +505,9 @@ def test_prompt_ids_are_canonical_lowercase_uuids():
     from hypothesis import strategies as st
 
     @settings(max_examples=200, deadline=None)
-    @given(st.text(min_size=1), st.text(min_size=1), st.integers(0, 1000))
-    def check(wf_run_id: str, guid: str, attempt: int) -> None:
-        prompt_id = prompt_id_for(wf_run_id, guid, attempt)
+    @given(st.text(min_size=1), st.text(min_size=1), st.integers(0, 1000), st.integers(0, 2**64))
+    def check(wf_run_id: str, guid: str, attempt: int, scheduled_at_ns: int) -> None:
+        prompt_id = prompt_id_for(wf_run_id, guid, attempt, scheduled_at_ns)
         assert prompt_id == str(uuid_module.UUID(prompt_id)) == prompt_id.lower()
 
     check()
@@ -532,7 +533,7 @@ def test_stopping_the_wfrun_cancels_the_prompt(
             variables={"workflow": to_variable_value(smoke(60))},
         )
     )
-    prompt_id = prompt_id_for("wf-cancel", "0-1", 0)
+    prompt_id = prompt_of(lh, "wf-cancel", "0-1", 0)
     wait_until(lambda: prompt_id in comfy.submitted, timeout_s=30)
     stub.StopWfRun(StopWfRunRequest(wf_run_id=WfRunId(id="wf-cancel")))
     wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=30)
@@ -561,10 +562,11 @@ def test_with_prefetch_the_next_prompt_waits_in_comfyui(
     comfy.execution_time_s = 2
     spawn(WORKER_PREFETCH="1", COMFYUI_HISTORY_TIMEOUT_SEC="3")
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
-    p1, p2 = prompt_id_for("wf-p1", first, 0), prompt_id_for("wf-p2", second, 0)
     lh.schedule(TASK, [smoke(70)], wf_run_id="wf-p1", task_guid=first)
+    p1 = prompt_of(lh, "wf-p1", first, 0)
     wait_until(lambda: p1 in comfy.submitted, timeout_s=30)
     lh.schedule(TASK, [smoke(71)], wf_run_id="wf-p2", task_guid=second)
+    p2 = prompt_of(lh, "wf-p2", second, 0)
     wait_until(lambda: p2 in comfy.submitted, timeout_s=30)
     assert p1 not in comfy.finish_times  # queued behind the running prompt, not after it
     for guid in (first, second):  # 2 s queued + 2 s running > 3 s: the deadline counts from start
@@ -580,9 +582,9 @@ def test_sigterm_with_prefetch_hands_back_the_prompt_that_has_not_started(
     worker = spawn(WORKER_PREFETCH="1")
     running, queued = uuid.uuid4().hex, uuid.uuid4().hex
     lh.schedule(TASK, [smoke(72)], wf_run_id="wf-run", task_guid=running)
-    wait_until(lambda: prompt_id_for("wf-run", running, 0) in comfy.submitted, timeout_s=30)
+    wait_until(lambda: prompt_of(lh, "wf-run", running, 0) in comfy.submitted, timeout_s=30)
     lh.schedule(TASK, [smoke(73)], wf_run_id="wf-queued", task_guid=queued)
-    p_queued = prompt_id_for("wf-queued", queued, 0)
+    p_queued = prompt_of(lh, "wf-queued", queued, 0)
     wait_until(lambda: p_queued in comfy.submitted, timeout_s=30)
     worker.proc.send_signal(signal.SIGTERM)
     handed_back = lh.wait_report(queued, timeout_s=10)
@@ -590,7 +592,7 @@ def test_sigterm_with_prefetch_hands_back_the_prompt_that_has_not_started(
     assert "worker-shutting-down" in handed_back.error.message and p_queued in comfy.deleted
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
-    assert comfy.executed == [prompt_id_for("wf-run", running, 0)]
+    assert comfy.executed == [prompt_of(lh, "wf-run", running, 0)]
 
 
 def test_a_worker_killed_with_two_prompts_in_comfyui_loses_nothing(
@@ -600,14 +602,15 @@ def test_a_worker_killed_with_two_prompts_in_comfyui_loses_nothing(
     comfy.execution_time_s = 2
     first = spawn(WORKER_PREFETCH="1")
     guids = [uuid.uuid4().hex, uuid.uuid4().hex]
-    prompts = [prompt_id_for(f"wf-k{n}", guid, 0) for n, guid in enumerate(guids)]
+    prompts: list[str] = []
 
     def submitted(prompt_id: str) -> Callable[[], bool]:
         return lambda: prompt_id in comfy.submitted
 
-    for n, (guid, prompt) in enumerate(zip(guids, prompts, strict=True)):
+    for n, guid in enumerate(guids):
         lh.schedule(TASK, [smoke(74 + n)], wf_run_id=f"wf-k{n}", task_guid=guid)
-        wait_until(submitted(prompt), timeout_s=30)
+        prompts.append(prompt_of(lh, f"wf-k{n}", guid, 0))
+        wait_until(submitted(prompts[-1]), timeout_s=30)
     first.stop(signal.SIGKILL)
     spawn(WORKER_PREFETCH="1")
     for n, guid in enumerate(guids):
@@ -639,7 +642,7 @@ def test_the_warm_up_runs_before_any_task(
         wait_until(lambda: readyz(port).get("warmup", "ok") != "ok", timeout_s=30)
         assert lh.wait_report(guid, timeout_s=30).status == TaskStatus.TASK_SUCCESS
         warm, task = comfy.executed
-        assert task == prompt_id_for("wf-warm", guid, 0) and warm != task
+        assert task == prompt_of(lh, "wf-warm", guid, 0) and warm != task
         assert readyz(port)["warmup"] == "ok"
         assert [p.name for p in (tmp_path / "out").iterdir()] == ["wf-warm"]
     finally:

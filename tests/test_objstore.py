@@ -23,7 +23,7 @@ from comfyui_worker.execution import Runner
 from comfyui_worker.objstore import RECORDS, ObjectStore
 from fakes.comfyui import FakeComfyUI
 from fakes.seaweed import CuttingProxy, SeaweedS3, free_ports
-from tests.conftest import make_request, make_settings
+from tests.conftest import RecordedFence, make_request, make_settings, recorded
 
 # A real S3 server (SeaweedFS) per session, and 200 MB uploads.
 pytestmark = pytest.mark.slow
@@ -280,11 +280,8 @@ def test_a_task_retry_reuses_what_the_first_attempt_stored(
     with Runner(settings, store=store) as runner:
         first = runner.run(make_request(task_graph(12 * MIB), run_key="task"))
         before = proxy.bytes_up
-        again = runner.run(
-            make_request(
-                task_graph(12 * MIB), run_key="task", earlier_prompt_ids=(first.prompt_id,)
-            )
-        )
+        fence = RecordedFence(recorded(comfy.base_url, first.prompt_id, task_graph(12 * MIB)))
+        again = runner.run(make_request(task_graph(12 * MIB), run_key="task"), fence=fence)
     assert [o.reused for o in again.outputs] == [True] * 4
     assert [o.sha256 for o in again.outputs] == [o.sha256 for o in first.outputs]
     assert proxy.bytes_up - before < 64 * 1024  # HEADs, a record GET and the manifest

@@ -22,7 +22,7 @@ from littlehorse.model import (
 from littlehorse.utils import extract_value
 from littlehorse.worker import LHConnection, LHTask, LHTaskWorker
 
-from comfyui_worker.sdk import Ledger, ObservedConfig, guard_inputs, key_of, set_slots
+from comfyui_worker.sdk import Ledger, ObservedConfig, guard_inputs, key_of, set_slots, timestamp_ns
 
 
 def scheduled(json_obj: str, attempt: int = 0) -> ScheduledTask:
@@ -113,3 +113,15 @@ def test_a_claim_that_never_starts_is_stuck():
     assert "task late attempt 0" in (ledger.stuck_claim(bound_s=-1) or "")
     ledger.started(("wf", "late", 0))
     assert ledger.stuck_claim(bound_s=-1) is None
+
+
+def test_the_ledger_keeps_when_an_attempt_was_scheduled_to_the_nanosecond():
+    """The ScheduledTask's created_at (public proto field) is kept whole, unlike ctx.scheduled_time."""
+    task = scheduled("{}")
+    task.created_at.FromNanoseconds(1_795_000_000_123_456_789)
+    ledger = Ledger()
+    ledger.claimed(key_of(task), 0, timestamp_ns(task.created_at))
+    assert ledger.scheduled_at_ns(key_of(task)) == 1_795_000_000_123_456_789
+    assert ledger.scheduled_at_ns(("wf", "unseen", 0)) == 0
+    ledger.reported(key_of(task))
+    assert ledger.scheduled_at_ns(key_of(task)) == 0

@@ -17,7 +17,7 @@ from comfyui_worker.storage import open_store
 from comfyui_worker.store import LocalStore
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
-from fakes.seaweed import SeaweedS3
+from fakes.seaweed import CuttingProxy, SeaweedS3
 from tests.conftest import make_settings, wait_until
 from tests.graphs import smoke
 from tests.test_lh_worker import TASK, WorkerProcess, free_port, readyz
@@ -151,3 +151,30 @@ def worker_env(
         "WORKER_LOG_FORMAT": "json",
         **extra,
     }
+
+
+@pytest.mark.slow
+def test_a_task_claimed_while_the_store_is_down_waits_instead_of_failing(
+    seaweed: SeaweedS3, comfy: FakeComfyUI, tmp_path: Path
+):
+    """The poll request went out while S3 was fine; its task waits for S3 and spends no retry."""
+    port = free_port()
+    with FakeLittleHorse() as lh, CuttingProxy(seaweed.port) as proxy:
+        store = s3_env(seaweed, f"wait-{uuid.uuid4().hex[:8]}", AWS_ENDPOINT_URL=proxy.endpoint)
+        env = worker_env(lh, comfy, tmp_path, WORKER_HTTP_PORT=str(port), **store)
+        worker = WorkerProcess(env, tmp_path / "worker.log")
+        try:
+            lh.wait_polling(timeout_s=30)  # a poll request waits at LittleHorse
+            proxy.cut_after(0)
+            wait_until(lambda: readyz(port).get("output", "ok") != "ok", timeout_s=30)
+            guid = uuid.uuid4().hex
+            lh.schedule(TASK, [smoke(52)], wf_run_id="wf-wait", task_guid=guid)
+            lh.wait_delivered(guid)
+            wait_until(lambda: "task.waiting_until_ready" in worker.logs(), timeout_s=30)
+            assert comfy.submitted == []
+            proxy.heal()
+            report = lh.wait_report(guid, timeout_s=60)
+        finally:
+            worker.stop()
+    assert report.status == TaskStatus.TASK_SUCCESS and report.attempt_number == 0, report
+    assert len(comfy.submitted) == 1

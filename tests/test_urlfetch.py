@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import threading
@@ -15,7 +16,7 @@ from comfyui_worker.errors import InvalidWorkflowError, WorkerShuttingDownError
 from comfyui_worker.images import resolve_image
 from comfyui_worker.settings import ComfySettings, load_comfy
 from comfyui_worker.task_input import ImageInput
-from comfyui_worker.urlfetch import Fetcher
+from comfyui_worker.urlfetch import Fetcher, forbidden
 from tests.conftest import wait_until
 from tests.test_images import PNG
 
@@ -120,6 +121,9 @@ def test_an_allowed_host_is_fetched(tmp_path: Path, site: Site):
         "127.1",
         "[::1]",
         "[::ffff:127.0.0.1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::1]",
     ],
 )
 def test_loopback_in_every_spelling_is_refused(tmp_path: Path, internal: Site, host: str):
@@ -132,13 +136,31 @@ def test_loopback_in_every_spelling_is_refused(tmp_path: Path, internal: Site, h
 
 @pytest.mark.parametrize(
     "address",
-    ["10.1.2.3", "192.168.1.1", "172.16.0.1", "169.254.169.254", "224.0.0.1", "fe80::1", "fc00::1"],
+    [
+        "10.1.2.3",
+        "192.168.1.1",
+        "172.16.0.1",
+        "169.254.169.254",
+        "224.0.0.1",
+        "fe80::1",
+        "fc00::1",
+        "fec0::1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a00:1",
+        "2002:a00:1::1",
+    ],
 )
 def test_private_link_local_and_multicast_are_refused(tmp_path: Path, address: str):
     """Private, link-local (cloud metadata) and multicast addresses are refused."""
     host = f"[{address}]" if ":" in address else address
     with pytest.raises(InvalidWorkflowError, match=f"resolves to {re.escape(address)}"):
         fetch(f"http://{host}/a.png", config(tmp_path))
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1"])
+def test_public_ipv4_behind_nat64_or_6to4_is_allowed(address: str):
+    """The embedded address decides: a public one stays fetchable."""
+    assert forbidden(ipaddress.ip_address(address)) is None
 
 
 def test_a_name_resolving_to_any_private_address_is_refused(tmp_path: Path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ from comfyui_worker.jobsettings import JobsSettings, UiSettings
 from comfyui_worker.settings import load
 from comfyui_worker.webapi import UiApi
 from comfyui_worker.webui import UiServer
+from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
 from tests.jobstub import PNG, StubLittleHorse
 
@@ -198,3 +201,56 @@ def test_the_catalog_lists_templates_with_their_parameters(page):
 def test_job_ids_in_paths_are_plain(page: httpx.Client):
     """Ids with anything but LittleHorse's characters never match a route."""
     assert page.get("/api/jobs/..%2Fetc/outputs/0").status_code == 404
+
+
+def test_a_body_nested_too_deep_is_400_not_a_crash(page):
+    """100,000 nested arrays: one invalid-workflow answer, no RecursionError."""
+    answer = page.post("/api/jobs", content=b"[" * 100_000 + b"]" * 100_000, headers=JSON)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid-workflow"
+    assert "the request body" in answer.json()["message"]
+
+
+def bounded_server(stub: StubLittleHorse, **bounds: Any) -> UiServer:
+    ui = load(UiSettings, {"WORKER_UI_PORT": "0"})
+    settings = load(JobsSettings, {"COMFYUI_OUTPUT_DIR": str(stub.output_dir)})
+    return UiServer(ui, UiApi(stub.jobs, settings, ui), **bounds).start()
+
+
+def connection_threads() -> int:
+    """Threads serving a connection right now (the server names them after their target)."""
+    return sum("process_request_thread" in t.name for t in threading.enumerate())
+
+
+def stalled_request(server: UiServer) -> socket.socket:
+    """A connection that sends half a request line and then nothing."""
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    conn = socket.create_connection((host, port), timeout=30)
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1")
+    return conn
+
+
+def test_past_the_connection_cap_requests_are_refused_without_a_thread(stub):
+    """8 stalled connections hold the 8 slots; the other 42 get 503 at once, no thread each."""
+    server = bounded_server(stub, request_timeout_s=60, max_connections=8)
+    baseline = connection_threads()  # other servers' keep-alive connections, if any
+    held = [stalled_request(server) for _ in range(8)]
+    refused = [stalled_request(server) for _ in range(42)]
+    try:
+        assert all(conn.recv(64).startswith(b"HTTP/1.1 503") for conn in refused)
+        assert connection_threads() <= baseline + 8
+    finally:
+        for conn in held + refused:
+            conn.close()
+    wait_until(lambda: httpx.get(server.url, timeout=10).status_code == 200)
+    server.stop()
+
+
+def test_a_stalled_request_is_closed_at_its_timeout(stub):
+    """Headers that never finish: the server hangs up after WORKER's request timeout."""
+    server = bounded_server(stub, request_timeout_s=0.2)
+    conn = stalled_request(server)
+    try:
+        assert conn.recv(64) == b""  # closed by the server, no answer
+    finally:
+        conn.close()
+        server.stop()

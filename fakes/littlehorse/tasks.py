@@ -123,6 +123,13 @@ class TaskRpcs(TaskRuns):
         with self._cond:
             return copied(self._find_task_run(task_guid, wf_run_id).run)
 
+    def scheduled_at_ns(
+        self, task_guid: str, attempt: int = 0, *, wf_run_id: str | None = None
+    ) -> int:
+        """When an attempt was scheduled (its ScheduledTask's ``created_at``), in ns."""
+        stamp = self.task_run(task_guid, wf_run_id=wf_run_id).attempts[attempt].schedule_time
+        return int(stamp.seconds) * 10**9 + int(stamp.nanos)
+
     def queued(self, task_def_name: str) -> int:
         """How many scheduled tasks of that TaskDef no worker has taken yet."""
         with self._cond:
