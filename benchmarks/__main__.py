@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--comfyui-url", metavar="URL", help="run items 1, 2 and 5 against this real ComfyUI"
     )
     parser.add_argument(
+        "--littlehorse",
+        default="fake,real",
+        metavar="fake,real",
+        help="item 5 through which LittleHorse servers (default both: the fake, the real 1.2.1)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, help="keep outputs and logs here (default: a temp dir, removed)"
     )
     return parser
@@ -87,7 +93,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             target: Target = RealTarget(args.comfyui_url) if args.comfyui_url else FakeTarget(fake)
             results["run"]["comfyui"] = target.label
             results["run"]["fake_comfyui"] = FakeTarget(fake).label
-            _items(results, plan, fake, target, work_dir)
+            _items(results, plan, fake, target, work_dir, _servers(args.littlehorse))
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -101,8 +107,21 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def _servers(value: str) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = set(chosen) - set(through_lh.SERVERS)
+    if unknown or not chosen:
+        raise SystemExit(f"--littlehorse: expected fake, real or both, got {value!r}")
+    return chosen
+
+
 def _items(
-    results: dict[str, Any], plan: Plan, fake: FakeProcess, target: Target, work_dir: Path
+    results: dict[str, Any],
+    plan: Plan,
+    fake: FakeProcess,
+    target: Target,
+    work_dir: Path,
+    servers: tuple[str, ...],
 ) -> None:
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         (
@@ -141,8 +160,8 @@ def _items(
         ),
         (
             "through_littlehorse",
-            f"{plan.lh_tasks} tasks through LittleHorse, prefetch off and on, and queued",
-            lambda: through_lh.measure(target, work_dir, plan.lh_tasks),
+            f"{plan.lh_tasks} tasks through LittleHorse ({','.join(servers)}), prefetch off, on",
+            lambda: through_lh.measure(target, work_dir, plan.lh_tasks, servers),
         ),
         (
             "overlap",

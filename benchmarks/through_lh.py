@@ -1,14 +1,15 @@
-"""Item 5: the GPU idle gap through LittleHorse, with prefetch off and on, against its limit.
+"""Item 5: the GPU idle gap through LittleHorse (fake and real), prefetch off and on.
 
-The real ``main.py worker`` runs between a fake LittleHorse and a ComfyUI (the fake's
-process, or a real one with ``--comfyui-url``) on ~100 ms workflows (a turbo/LCM model's
-cost: the fake sleeps 100 ms; a real ComfyUI blurs a 512x512 image). N tasks are
-scheduled at once; for each
-pair of consecutive prompts the gap is the time from ComfyUI finishing one to starting
-the next, read from ComfyUI's own clock (the fake's monotonic times, or a real server's
-``execution_start``/``execution_success`` history timestamps). The same number of
-prompts submitted back to back straight to ComfyUI gives the limit: ComfyUI's own gap
-when its queue is never empty. Run for ``WORKER_PREFETCH`` 0 and 1, in one run.
+The real ``main.py worker`` runs between a LittleHorse (the fake, and the real server
+1.2.1 in a tenant of its own) and a ComfyUI (the fake's process, or a real one with
+``--comfyui-url``) on ~100 ms workflows (a turbo/LCM model's cost: the fake sleeps
+100 ms; a real ComfyUI blurs a 512x512 image). N WfRuns of ``comfyui-generate`` are
+started at once; for each pair of consecutive prompts the gap is the time from ComfyUI
+finishing one to starting the next, read from ComfyUI's own clock (the fake's monotonic
+times, or a real server's ``execution_start``/``execution_success`` history
+timestamps). The same number of prompts submitted back to back straight to ComfyUI
+gives the limit: ComfyUI's own gap when its queue is never empty. Each run also reports
+the worker's LittleHorse round trips per task (claim, checkpoint, report).
 """
 
 from __future__ import annotations
@@ -16,53 +17,103 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import settings_for, summary_ms
 from benchmarks.fakeproc import PromptTimes
-from benchmarks.lhworker import TASK, running_worker, wait_reports
+from benchmarks.jobstack import ROUND_TRIPS, JobStack, job_stack, p50_ms
 from benchmarks.target import Target
 from comfyui_worker.client import ComfyClient
-from comfyui_worker.lh_worker import prompt_id_for
+from fakes.lhserver import running_littlehorse
 from fakes.littlehorse import FakeLittleHorse
+from fakes.littlehorses import LittleHorseUnderTest, new_tenant
 
 RESOLUTION_MS = 1.0  # ComfyUI's history timestamps are whole milliseconds
 WARMUP = 3
+SERVERS = ("fake", "real")
 
 
-def measure(target: Target, work_dir: Path, tasks: int) -> dict[str, Any]:
-    """Gaps with prefetch off and on through LittleHorse, and ComfyUI's own, queued."""
+def measure(target: Target, work_dir: Path, tasks: int, servers: tuple[str, ...]) -> dict[str, Any]:
+    """Gaps with prefetch off and on through each LittleHorse, and ComfyUI's own, queued."""
     results: dict[str, Any] = {"tasks": tasks}
     with ComfyClient(settings_for(target.base_url, work_dir / "limit-out")) as client:
-        for prefetch in (0, 1):
-            results[f"prefetch_{prefetch}"] = _through_worker(
-                target, client, work_dir, tasks, prefetch
-            )
         results["queued_limit"] = _queued(target, client, tasks)
-    limit = max(results["queued_limit"]["gap_to_started"]["p50_ms"], RESOLUTION_MS)
-    for prefetch in (0, 1):
-        gap = results[f"prefetch_{prefetch}"]["gap_to_started"]["p50_ms"]
-        results[f"prefetch_{prefetch}"]["ratio_to_limit_p50"] = gap / limit
+        limit = max(results["queued_limit"]["gap_to_started"]["p50_ms"], RESOLUTION_MS)
+        for kind in servers:
+            with _littlehorse(kind, work_dir) as server:
+                results[kind] = {"server": server.version_label}
+                for prefetch in (0, 1):
+                    run = _through_worker(server, target, client, work_dir, tasks, prefetch)
+                    run["ratio_to_limit_p50"] = run["gap_to_started"]["p50_ms"] / limit
+                    results[kind][f"prefetch_{prefetch}"] = run
     return results
 
 
+class _Server:
+    """One LittleHorse for the item; a fresh tenant (real) or server (fake) per run."""
+
+    def __init__(self, kind: str, real: Any = None) -> None:
+        self.kind = kind
+        self.real = real
+        self.version_label = f"real LittleHorse {real.version}" if real else "fake LittleHorse"
+
+    @contextmanager
+    def fresh(self) -> Iterator[LittleHorseUnderTest]:
+        if self.real is not None:
+            lh = LittleHorseUnderTest("real", self.real, new_tenant(self.real))
+            yield lh
+            lh.close()
+            return
+        with FakeLittleHorse() as fake:
+            lh = LittleHorseUnderTest("fake", fake)
+            yield lh
+            lh.close()
+
+
+@contextmanager
+def _littlehorse(kind: str, work_dir: Path) -> Iterator[_Server]:
+    if kind == "fake":
+        yield _Server("fake")
+        return
+    with running_littlehorse(work_dir / "lhserver") as real:
+        yield _Server("real", real)
+
+
 def _through_worker(
-    target: Target, client: ComfyClient, work_dir: Path, tasks: int, prefetch: int
+    server: _Server, target: Target, client: ComfyClient, work_dir: Path, tasks: int, prefetch: int
 ) -> dict[str, Any]:
-    out_dir, log_path = work_dir / f"lh-out-{prefetch}", work_dir / f"lh-worker-{prefetch}.log"
-    with running_worker(target.base_url, out_dir, log_path, WORKER_PREFETCH=str(prefetch)) as lh:
-        wait_reports(lh, [guid for _, guid in _schedule(lh, target, WARMUP, "warm")], 60)
+    name = f"{server.kind}-{prefetch}"
+    out_dir, log_path = work_dir / f"lh-out-{name}", work_dir / f"lh-worker-{name}.log"
+    with (
+        server.fresh() as lh,
+        job_stack(lh, target.base_url, out_dir, log_path, WORKER_PREFETCH=str(prefetch)) as stack,
+    ):
+        stack.wait_done(_submit(stack, target, WARMUP, "warm"), timeout_s=120)
+        before = stack.round_trip_buckets()
         start = time.monotonic()
-        scheduled = _schedule(lh, target, tasks, "bench")
-        wait_reports(lh, [guid for _, guid in scheduled], timeout_s=60 + tasks)
+        jobs = _submit(stack, target, tasks, "bench")
+        stack.wait_done(jobs, timeout_s=120 + tasks)
         end = time.monotonic()
-        prompt_ids = [
-            prompt_id_for(wf, guid, 0, lh.scheduled_at_ns(guid, wf_run_id=wf))
-            for wf, guid in scheduled
-        ]
+        after = stack.round_trip_buckets()
+        prompt_ids = [stack.prompt_id(job) for job in jobs]
     figures = _gaps(target.times(client, prompt_ids))
-    return {**figures, "elapsed_s": end - start, "tasks_per_s": tasks / (end - start)}
+    round_trips = {call: p50_ms(before[call], after[call]) for call in ROUND_TRIPS}
+    return {
+        **figures,
+        "elapsed_s": end - start,
+        "tasks_per_s": tasks / (end - start),
+        "round_trips": round_trips,
+    }
+
+
+def _submit(stack: JobStack, target: Target, count: int, tag: str) -> list[str]:
+    jobs = [f"{tag}-{i}-{uuid.uuid4().hex[:8]}" for i in range(count)]
+    for job_id in jobs:
+        stack.submit(target.fast_graph("bench/lh"), job_id)
+    return jobs
 
 
 def _queued(target: Target, client: ComfyClient, tasks: int) -> dict[str, Any]:
@@ -88,12 +139,3 @@ def _gaps(times: dict[str, PromptTimes]) -> dict[str, Any]:
         ),
         "execution": summary_ms([t.finished - t.started for t in spans]),
     }
-
-
-def _schedule(lh: FakeLittleHorse, target: Target, count: int, tag: str) -> list[tuple[str, str]]:
-    scheduled = []
-    for i in range(count):
-        wf_run_id, guid = f"{tag}-{i}-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-        lh.schedule(TASK, [target.fast_graph("bench/lh")], wf_run_id=wf_run_id, task_guid=guid)
-        scheduled.append((wf_run_id, guid))
-    return scheduled

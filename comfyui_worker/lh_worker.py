@@ -49,6 +49,7 @@ MAX_TRAIL_CHARS = 1000
 RECORD_BUDGET_BYTES = 900_000  # LittleHorse rejects a TaskRun record over ~1,047,000 bytes
 MIN_RESULT_BYTES = 16 * 1024
 MAX_TRACE_CHARS = 6000
+QUEUED_CHECK_S = 1.0  # a task that waited longer may have been cancelled meanwhile: ask first
 
 
 def prompt_id_for(wf_run_id: str, task_guid: str, attempt: int, scheduled_at_ns: int) -> str:
@@ -123,7 +124,9 @@ class TaskHandler:
         """The task function body: run, then translate errors at this one boundary."""
         key: Key = (ctx.wf_run_id.id, ctx.idempotency_key, ctx.attempt_number)
         self.ledger.started(key)
-        identity = identity_for(key, self.ledger.scheduled_at_ns(key) or time.time_ns())
+        scheduled_at_ns = self.ledger.scheduled_at_ns(key) or time.time_ns()
+        identity = identity_for(key, scheduled_at_ns)
+        waited_s = (time.time_ns() - scheduled_at_ns) / 1e9
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             wf_run_id=key[0], task_guid=key[1], attempt=key[2], prompt_id=identity.prompt_id
@@ -134,6 +137,8 @@ class TaskHandler:
             await self._until_ready()
             fence = await CheckpointFence.open(ctx, self.ledger, key, self.worker_id)
             stop = _Cancellation(self.littlehorse, key[0]) if self.littlehorse else None
+            if stop is not None and waited_s > QUEUED_CHECK_S:
+                await asyncio.to_thread(stop.refuse_if_stopped)
             result, payload = await asyncio.to_thread(
                 self._run, workflow, identity, trail, fence, stop
             )
@@ -221,13 +226,26 @@ class _Cancellation:
         self.wf_run_id = wf_run_id
         self.gone = False
 
-    def __call__(self) -> ComfyWorkerError | None:
+    def refuse_if_stopped(self) -> None:
+        """Before anything runs: a job cancelled while it waited in LittleHorse runs nothing."""
+        if self._stopped():
+            raise ExecutionInterruptedError(
+                f"the job was cancelled before it started: WfRun {self.wf_run_id} was stopped "
+                "while its task waited in LittleHorse; nothing was submitted to ComfyUI",
+                wf_run_id=self.wf_run_id,
+                cancelled=True,
+            )
+
+    def _stopped(self) -> bool:
         if self.gone:
-            return None
+            return False
         stopped = self.littlehorse.stopped(self.wf_run_id)
         if stopped is None:
             self.gone = True  # a task without a WfRun: nothing to cancel it
-        if not stopped:
+        return bool(stopped)
+
+    def __call__(self) -> ComfyWorkerError | None:
+        if not self._stopped():
             return None
         return ExecutionInterruptedError(
             f"the job was cancelled: WfRun {self.wf_run_id} was stopped, so its prompt was "

@@ -6,19 +6,22 @@ check, so ``main.py`` prints one line instead of a gRPC traceback.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from littlehorse import create_task_def, create_workflow_spec
+from littlehorse import create_task_def
 from littlehorse.config import LHConfig
-from littlehorse.model import LHStatus, RunWfRequest, TaskDefId, WfRun, WfRunId
+from littlehorse.model import LHStatus, RunWfRequest, TaskDefId, WfRun, WfRunId, WfSpec
 from littlehorse.workflow import Workflow
 
 from comfyui_worker.errors import LittleHorseError, LittleHorseUnavailableError, NotFoundError
 
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 CALL_TIMEOUT_S = 10.0
+VISIBLE_TIMEOUT_S = 30.0
+VISIBLE_POLL_S = 0.05
 _T = TypeVar("_T")
 
 
@@ -98,7 +101,23 @@ class LittleHorse:
             self.mapped(
                 "PutTaskDef", lambda: create_task_def(fn, task_name, self.config, timeout=30)
             )
-            return self.call("GetTaskDef", TaskDefId(name=task_name))
+            return self.visible("GetTaskDef", TaskDefId(name=task_name))
+
+    def visible(self, name: str, request: Any) -> Any:
+        """A read of something just written, repeated until LittleHorse serves it.
+
+        The server applies a write through Kafka and answers reads from its store: a
+        TaskDef read right after PutTaskDef, or a RunWf right after PutWfSpec, is
+        NOT_FOUND for a few hundred milliseconds.
+        """
+        deadline = time.monotonic() + VISIBLE_TIMEOUT_S
+        while True:
+            try:
+                return self.call(name, request)
+            except NotFoundError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(VISIBLE_POLL_S)
 
     def stopped(self, wf_run_id: str) -> bool | None:
         """Whether someone stopped the WfRun (its threads halting); None if unknown.
@@ -115,9 +134,11 @@ class LittleHorse:
         halting = (LHStatus.HALTING, LHStatus.HALTED)
         return wf_run.status in halting or any(t.status in halting for t in wf_run.thread_runs)
 
-    def put_wf_spec(self, workflow: Workflow) -> None:
-        """Register a WfSpec (a new revision if it changed)."""
-        self.mapped("PutWfSpec", lambda: create_workflow_spec(workflow, self.config, timeout=30))
+    def put_wf_spec(self, workflow: Workflow) -> WfSpec:
+        """Register a WfSpec (a new revision if it changed); return once RunWf can use it."""
+        spec: WfSpec = self.call("PutWfSpec", workflow.compile())
+        self.visible("GetWfSpec", spec.id)
+        return spec
 
 
 def _code(exc: grpc.RpcError) -> grpc.StatusCode:

@@ -18,6 +18,35 @@ from comfyui_worker.result import RunResult
 
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 PHASES = ("queued", "executing", "downloading", "total")
+# LittleHorse round trips take milliseconds: buckets fine enough to read a p50 from.
+RPC_BUCKETS_S = tuple(
+    ms / 1000
+    for ms in (
+        0.5,
+        1,
+        1.5,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        10,
+        12,
+        15,
+        20,
+        25,
+        30,
+        40,
+        50,
+        75,
+        100,
+        250,
+        500,
+        1000,
+        5000,
+    )
+)
 
 
 class Metrics:
@@ -45,6 +74,14 @@ class Metrics:
             "1 if ComfyUI answered the last request or probe, else 0.",
             registry=registry,
         )
+        self.littlehorse_call = Histogram(
+            "comfyui_worker_littlehorse_call_seconds",
+            "LittleHorse round trips per task: claim (a poll request until its task "
+            "arrives), checkpoint (PutCheckpoint before the POST), report (ReportTask).",
+            ["call"],
+            buckets=RPC_BUCKETS_S,
+            registry=registry,
+        )
         self.running_age = Gauge(
             "comfyui_worker_running_task_age_seconds",
             "Age of the oldest task being executed (0 when idle).",
@@ -54,6 +91,10 @@ class Metrics:
     def track_running(self, age_s: Callable[[], float]) -> None:
         """Report the running task's age from a callable (read at scrape time)."""
         self.running_age.set_function(age_s)
+
+    def littlehorse_round_trip(self, call: str, seconds: float) -> None:
+        """Record one LittleHorse round trip (``Ledger.on_call``)."""
+        self.littlehorse_call.labels(call).observe(seconds)
 
     def succeeded(self, result: RunResult) -> None:
         """Record a successful task's phases and bytes."""

@@ -77,6 +77,7 @@ class Ledger:
     fenced: set[Key] = field(default_factory=set)
     polling: bool = False
     problem: str | None = "not connected to LittleHorse yet"
+    on_call: Callable[[str, float], None] | None = None  # (call, seconds): round trips
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _trouble: asyncio.Event | None = None
     _idle: asyncio.Event | None = None
@@ -178,6 +179,11 @@ class Ledger:
         else:
             self._idle.set()
 
+    def timed(self, call: str, began: float) -> None:
+        """A LittleHorse round trip that started at ``began`` (monotonic) just ended."""
+        if self.on_call is not None:
+            self.on_call(call, time.monotonic() - began)
+
     # --- connection -----------------------------------------------------------------
 
     def connection(self, *, polling: bool | None = None, problem: str | None = None) -> None:
@@ -243,6 +249,7 @@ class _ObservedStub:
         self._real = real
         self._config = config
         self._ledger = config.ledger
+        self._asked_at = time.monotonic()  # when the last poll request went out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -257,6 +264,7 @@ class _ObservedStub:
         async for request in requests:
             if gate is not None:
                 await gate()  # no task is claimed while the worker is not ready
+            self._asked_at = time.monotonic()
             yield request
 
     async def _replies(self, call: Any) -> AsyncIterator[Any]:
@@ -264,6 +272,7 @@ class _ObservedStub:
         try:
             async for reply in call:
                 if reply.HasField("result"):
+                    self._ledger.timed("claim", self._asked_at)
                     task = reply.result
                     self._ledger.claimed(
                         key_of(task), task.total_observed_checkpoints, timestamp_ns(task.created_at)
@@ -290,7 +299,9 @@ class _ObservedStub:
 
     async def PutCheckpoint(self, request: Any, **kwargs: Any) -> Any:
         """A checkpoint: LittleHorse's STOP_TASK answer fences the attempt (ledger.fenced)."""
+        began = time.monotonic()
         reply = await self._real.PutCheckpoint(request, **kwargs)
+        self._ledger.timed("checkpoint", began)
         if reply.flow_control_continue_type != PutCheckpointResponse.CONTINUE_TASK:
             run = request.task_run_id
             self._ledger.fenced.add((run.wf_run_id.id, run.task_guid, request.task_attempt))
@@ -311,7 +322,10 @@ class _ObservedStub:
         try:
             while True:
                 try:
-                    return await self._real.ReportTask(report, **kwargs)
+                    began = time.monotonic()
+                    answer = await self._real.ReportTask(report, **kwargs)
+                    self._ledger.timed("report", began)
+                    return answer
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in RETRYABLE_CODES or time.monotonic() >= deadline:
                         log.error(

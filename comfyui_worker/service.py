@@ -44,6 +44,7 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     set_slots(config, comfy.slots)
     metrics = Metrics()
     metrics.track_running(ledger.running_age_s)
+    ledger.on_call = metrics.littlehorse_round_trip
     lh = LittleHorse(config, settings.lh_address)
     cancellation = LittleHorse(config, settings.lh_address, timeout_s=2.0)  # asked every tick
     handler = TaskHandler(

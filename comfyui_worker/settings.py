@@ -65,6 +65,7 @@ class DeadlineSettings(_EnvSettings):
 
     history_timeout_s: float = Field(600.0, gt=0, alias="COMFYUI_HISTORY_TIMEOUT_SEC")
     prefetch: int = Field(0, ge=0, le=1, alias="WORKER_PREFETCH")
+    task_timeout_s: int | None = Field(None, gt=0, alias="WORKER_TASK_TIMEOUT_SEC")
 
     @property
     def slots(self) -> int:

@@ -64,7 +64,10 @@ def task_timeout_s(deadlines: DeadlineSettings) -> int:
 
     With ``slots`` tasks running at once the SDK claims ``slots + 1``; the last one
     waits for the others before it runs, so it needs ``slots + 1`` execution budgets.
+    ``WORKER_TASK_TIMEOUT_SEC`` sets it outright.
     """
+    if deadlines.task_timeout_s is not None:
+        return deadlines.task_timeout_s
     return (deadlines.slots + PARKED_TASKS) * execution_budget_s(deadlines)
 
 

@@ -19,7 +19,9 @@ from comfyui_worker.tasks import Identity, RunRequest, TaskPreparer
 from comfyui_worker.templates import TemplateSet
 from fakes.comfyui import FakeComfyUI
 
-pytest_plugins = ["tests.seaweed"]  # the session-wide SeaweedFS fixture `seaweed`
+# Session-wide SeaweedFS (`seaweed`) and real LittleHorse (`real_lh`); `littlehorse`
+# (each scenario on the fake and on the real server) and the job `stack` built on it.
+pytest_plugins = ["tests.seaweed", "tests.lhserver", "tests.servers", "tests.stack"]
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,18 @@ from littlehorse.model import (
     CheckpointId,
     DeleteWfRunRequest,
     ExponentialBackoffRetryPolicy,
+    GetLatestWfSpecRequest,
     LHErrorType,
     LHStatus,
     ListNodeRunsRequest,
     ListTaskRunsRequest,
+    ListVariablesRequest,
     LittleHorseStub,
     NodeRunId,
     PollTaskRequest,
     PutCheckpointRequest,
     PutCheckpointResponse,
+    PutTenantRequest,
     PutWfSpecRequest,
     ReportTaskRun,
     ResumeWfRunRequest,
@@ -61,7 +66,12 @@ from littlehorse.utils import extract_value, to_variable_value
 from littlehorse.worker import LHTaskWorker, WorkerContext
 from littlehorse.workflow import Workflow, WorkflowThread
 
-from fakes.littlehorse import FakeLittleHorse, WorkerThread, close_sync_channels
+from fakes.littlehorse import (
+    SERVER_METADATA_LAG_S,
+    FakeLittleHorse,
+    WorkerThread,
+    close_sync_channels,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # grpc.aio starts one process-wide poller thread on first use and keeps it.
@@ -271,6 +281,7 @@ def test_put_wf_spec_is_stored(fake, config, channel):
     def entrypoint(wf: WorkflowThread) -> None:
         wf.execute("greet", wf.declare_str("name"))
 
+    littlehorse.create_task_def(greet, "greet", config)  # PutWfSpec checks its TaskDefs
     littlehorse.create_workflow_spec(Workflow("greeting", entrypoint), config)
 
     request = fake.wf_specs["greeting"]
@@ -548,8 +559,10 @@ def task_run_id(wf_run_id: str) -> TaskRunId:
 class RawWorker:
     """A hand-driven worker: one PollTask stream plus plain unary calls."""
 
-    def __init__(self, channel: grpc.Channel, task_def_name: str = "generate") -> None:
-        self.stub = LittleHorseStub(channel)
+    def __init__(
+        self, channel: grpc.Channel | None, task_def_name: str = "generate", *, stub: Any = None
+    ) -> None:
+        self.stub = stub if stub is not None else LittleHorseStub(channel)
         self.task_def_name = task_def_name
         self._requests: queue.Queue[PollTaskRequest | None] = queue.Queue()
         self._responses = self.stub.PollTask(iter(self._requests.get, None))
@@ -579,14 +592,19 @@ class RawWorker:
         )
         return self.stub.PutCheckpoint(request, timeout=5)
 
-    def report(self, task: ScheduledTask, status: Any, **result: Any) -> None:
+    def report(
+        self, task: ScheduledTask, status: Any, *, time_ns: int | None = None, **result: Any
+    ) -> None:
         report = ReportTaskRun(
             task_run_id=task.task_run_id,
             attempt_number=task.attempt_number,
             status=status,
             **result,
         )
-        report.time.GetCurrentTime()
+        if time_ns is None:
+            report.time.GetCurrentTime()
+        else:
+            report.time.FromNanoseconds(time_ns)
         self.stub.ReportTask(report, timeout=5)
 
     def close(self) -> None:
@@ -1129,3 +1147,435 @@ def test_standalone_server_runs_wf_runs():
             assert "wfrun demo-1 RUNNING" in output and '"status": "TASK_SUCCESS"' in output
         finally:
             close_sync_channels(config)
+
+
+# ------------------------------------------------- like the real server (1.2.1)
+#
+# The tests below take `either`: the fake (with the server's metadata read lag) and,
+# marked slow, the session's real LittleHorse in a tenant of the test's own. The same
+# assertions hold on both; reads poll because the real server's lag behind writes.
+
+
+@dataclass
+class Target:
+    """One server under test: a stub and config for its tenant, and the fake if it is one."""
+
+    kind: str
+    config: LHConfig
+    fake: FakeLittleHorse | None
+
+    @property
+    def stub(self) -> Any:
+        return self.config.stub()
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.slow)])
+def either(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The fake with the server's metadata lag, or the real server 1.2.1 in a fresh tenant."""
+    if request.param == "fake":
+        with FakeLittleHorse(metadata_lag_s=SERVER_METADATA_LAG_S) as server:
+            target = Target("fake", server.config(), server)
+            yield target
+            close_sync_channels(target.config)
+        return
+    real = request.getfixturevalue("real_lh")
+    target = Target("real", real.config(LHC_TENANT_ID=new_tenant(real)), None)
+    yield target
+    close_sync_channels(target.config)
+
+
+def wait_for(probe: Any, timeout_s: float, what: str) -> Any:
+    """``probe()`` until it returns something truthy (polling: the real server has no push)."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"{what}: not there within {timeout_s}s"
+        time.sleep(0.02)
+    return found
+
+
+def new_tenant(real: Any) -> str:
+    """A tenant of the test's own on the shared real server, ready when this returns."""
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    admin, scoped = real.config(), real.config(LHC_TENANT_ID=tenant)
+    try:
+        admin.stub().PutTenant(PutTenantRequest(id=tenant), timeout=10)
+        probe = scoped.stub()
+        # Ready once its reads answer: NOT_FOUND for a TaskDef nobody made.
+        missing = TaskDefId(name="none")
+        wait_for(
+            lambda: (
+                status(rpc_error(lambda: probe.GetTaskDef(missing))) == grpc.StatusCode.NOT_FOUND
+            ),
+            30,
+            f"tenant {tenant}",
+        )
+    finally:
+        close_sync_channels(admin)
+        close_sync_channels(scoped)
+    return tenant
+
+
+def visible(call: Any) -> Any:
+    """``call()``, or None while it is NOT_FOUND (a read not yet showing a write)."""
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        if status(exc) == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+def register_on(target: Target, workflow: Workflow | None = None) -> Any:
+    """`generate` and a WfSpec on it, each waited for until reads see it; the WfSpec."""
+    stub = target.stub
+    littlehorse.create_task_def(generate, "generate", target.config)
+    wait_for(lambda: visible(lambda: stub.GetTaskDef(TaskDefId(name="generate"))), 30, "TaskDef")
+    spec = stub.PutWfSpec((workflow or generate_wf()).compile(), timeout=5)
+    wait_for(lambda: visible(lambda: stub.GetWfSpec(spec.id)), 30, "WfSpec")
+    return spec
+
+
+def start(target: Target, wf_run_id: str, wf_spec: str = "generate-wf", **variables: Any) -> None:
+    """RunWf with these VariableValues (``workflow`` defaults to ``{}``)."""
+    values = {"workflow": VariableValue(json_obj="{}"), **variables}
+    request = RunWfRequest(wf_spec_name=wf_spec, id=wf_run_id, variables=values)
+    target.stub.RunWf(request, timeout=5)
+
+
+def wait_task_run(target: Target, wf_run_id: str, check: Any = bool) -> Any:
+    """GetTaskRun ``<wf_run_id>/0-1`` until it exists and ``check(task_run)`` holds."""
+
+    def probe() -> Any:
+        run = visible(lambda: target.stub.GetTaskRun(task_run_id(wf_run_id), timeout=5))
+        return run if run is not None and check(run) else None
+
+    return wait_for(probe, 30, f"TaskRun of {wf_run_id}")
+
+
+def test_metadata_reads_lag_their_put(either):
+    """GetTaskDef and GetWfSpec right after their Put are NOT_FOUND, then serve it."""
+    stub = either.stub
+    littlehorse.create_task_def(generate, "generate", either.config)
+    with pytest.raises(grpc.RpcError) as task_def_read:
+        stub.GetTaskDef(TaskDefId(name="generate"), timeout=5)
+    wait_for(lambda: visible(lambda: stub.GetTaskDef(TaskDefId(name="generate"))), 30, "TaskDef")
+    spec = stub.PutWfSpec(generate_wf().compile(), timeout=5)
+    with pytest.raises(grpc.RpcError) as wf_spec_read:
+        stub.GetWfSpec(spec.id, timeout=5)
+    shown = wait_for(lambda: visible(lambda: stub.GetWfSpec(spec.id)), 30, "WfSpec")
+
+    assert status(task_def_read.value) == grpc.StatusCode.NOT_FOUND
+    assert details(task_def_read.value) == "Couldn't find TaskDef generate"
+    assert status(wf_spec_read.value) == grpc.StatusCode.NOT_FOUND
+    assert details(wf_spec_read.value) == "Couldn't find specified WfSpec"
+    assert shown.id == spec.id
+
+
+def test_metadata_lag_hides_a_put_from_every_read_for_metadata_lag_s():
+    """With metadata_lag_s, Get*, RunWf, SearchWfRun and PutWfSpec's TaskDef check miss a fresh Put."""
+    with FakeLittleHorse(metadata_lag_s=0.3) as fake, grpc.insecure_channel(fake.address) as chan:
+        stub = LittleHorseStub(chan)
+        config = fake.config()
+        try:
+            put_at = time.monotonic()
+            littlehorse.create_task_def(generate, "generate", config)
+            with pytest.raises(grpc.RpcError) as too_early:
+                stub.PutWfSpec(generate_wf().compile(), timeout=5)
+            fake.wait_task_def("generate", timeout_s=5)
+            task_def_shown_after = time.monotonic() - put_at
+            first = stub.PutWfSpec(generate_wf().compile(), timeout=5)
+            run_early = rpc_error(lambda: run_wf(chan, "lag-1", {}))
+            get_early = rpc_error(lambda: stub.GetWfSpec(first.id, timeout=5))
+            latest_early = rpc_error(
+                lambda: stub.GetLatestWfSpec(GetLatestWfSpecRequest(name="generate-wf"))
+            )
+            search_early = rpc_error(
+                lambda: stub.SearchWfRun(SearchWfRunRequest(wf_spec_name="generate-wf"))
+            )
+            wait_for(lambda: visible(lambda: stub.GetWfSpec(first.id)), 5, "revision 0")
+            second = stub.PutWfSpec(generate_wf(retries=1).compile(), timeout=5)
+            latest_then = stub.GetLatestWfSpec(GetLatestWfSpecRequest(name="generate-wf"))
+            old_run = run_wf(chan, "lag-2", {})
+            wait_for(lambda: visible(lambda: stub.GetWfSpec(second.id)), 5, "revision 1")
+            new_run = run_wf(chan, "lag-3", {})
+            bare = fake.schedule("generate", [{}])  # the test API sees everything at once
+        finally:
+            close_sync_channels(config)
+
+    assert status(too_early.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(too_early.value) == (
+        "PutWfSpecRequest is invalid: ThreadSpec entrypoint invalid: "
+        "Node 1-generate-TASK invalid: Refers to nonexistent TaskDef generate"
+    )
+    assert task_def_shown_after >= 0.3
+    assert (status(run_early), details(run_early)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Couldn't find specified WfSpec",
+    )
+    assert status(get_early) == status(latest_early) == grpc.StatusCode.NOT_FOUND
+    assert status(search_early) == grpc.StatusCode.INVALID_ARGUMENT
+    assert (first.id.revision, second.id.revision) == (0, 1)
+    assert latest_then.id.revision == 0 and old_run.wf_spec_id.revision == 0
+    assert new_run.wf_spec_id.revision == 1
+    assert bare.task_guid
+
+
+def rpc_error(call: Any) -> grpc.RpcError:
+    """The error ``call()`` fails with."""
+    with pytest.raises(grpc.RpcError) as excinfo:
+        call()
+    return excinfo.value
+
+
+def test_metadata_lag_defaults_to_zero_or_the_environment(monkeypatch):
+    """metadata_lag_s is 0 unless FAKE_LH_METADATA_LAG_S (or the keyword) says otherwise."""
+    monkeypatch.delenv("FAKE_LH_METADATA_LAG_S", raising=False)
+    plain = FakeLittleHorse().metadata_lag_s
+    monkeypatch.setenv("FAKE_LH_METADATA_LAG_S", "0.25")
+    from_env = FakeLittleHorse().metadata_lag_s
+    given = FakeLittleHorse(metadata_lag_s=0.0).metadata_lag_s
+
+    assert (plain, from_env, given) == (0.0, SERVER_METADATA_LAG_S, 0.0)
+
+
+def test_deleting_a_wf_run_with_a_queued_task_ends_the_stream_that_claims_it(either):
+    """The deleted WfRun's task stays queued; claiming it ends the PollTask stream UNAVAILABLE."""
+    register_on(either)
+    start(either, "del-q")
+    wait_task_run(either, "del-q")
+    either.stub.DeleteWfRun(DeleteWfRunRequest(id=WfRunId(id="del-q")), timeout=5)
+    wait_for(
+        lambda: (
+            True if visible(lambda: either.stub.GetWfRun(WfRunId(id="del-q"))) is None else None
+        ),
+        30,
+        "the WfRun to be deleted",
+    )
+    first = RawWorker(None, stub=either.stub)
+    try:
+        first.ask()
+        error = first.next_error()
+    finally:
+        first.close()
+    second = RawWorker(None, stub=either.stub)
+    try:
+        start(either, "del-after")
+        claimed = second.claim()
+    finally:
+        second.close()
+
+    assert status(error) == grpc.StatusCode.UNAVAILABLE
+    assert details(error) == (
+        "Task claim for TaskRun del-q/0-1 could not be processed in time. "
+        "The task will likely time out."
+    )
+    assert claimed.task_run_id == task_run_id("del-after")  # the orphan was used up
+
+
+GSON_IN = (
+    '{"b": 2, "a": [1, 2.0, 1e2, 1.5E-7, 12345678.9, "<&>=\'\\u00e9\\u2028\\n\\u0001/",'
+    ' null, true], "big": 12345678901234567890, "neg": -0, "f": 0.1, "e": {}}'
+)
+GSON_OUT = (
+    '{"b":2,"a":[1,2.0,100.0,1.5E-7,1.23456789E7,'
+    '"\\u003c\\u0026\\u003e\\u003d\\u0027\u00e9\\u2028\\n\\u0001/",null,true],'
+    '"big":1.2345678901234567E19,"neg":0,"f":0.1,"e":{}}'
+)
+
+
+def json_wf() -> Workflow:
+    """`generate` on a JSON input, with more JSON variables and its output assigned."""
+
+    def entrypoint(wf: WorkflowThread) -> None:
+        workflow = wf.declare_json_obj("workflow").required()
+        for name in ("dup", "listed", "nan", "nothing"):
+            wf.declare_json_obj(name)
+        wf.declare_json_arr("arr")
+        result = wf.declare_json_obj("result")
+        result.assign(wf.execute("generate", workflow))
+
+    return Workflow("json-wf", entrypoint)
+
+
+def test_json_values_are_stored_compactly(either):
+    """JSON_OBJ/JSON_ARR values come back as Gson re-serializes them; unparsable ones as sent."""
+    register_on(either, json_wf())
+    stub = either.stub
+    start(
+        either,
+        "json-1",
+        "json-wf",
+        workflow=VariableValue(json_obj=GSON_IN),
+        arr=VariableValue(json_arr='[ {"z": 1, "y": [ ]} ]'),
+        dup=VariableValue(json_obj='{"a":1,"a":2}'),
+        listed=VariableValue(json_obj="[1]"),
+        nan=VariableValue(json_obj='{"a": NaN}'),
+        nothing=VariableValue(json_obj="null"),
+    )
+    worker = RawWorker(None, stub=stub)
+    try:
+        task = worker.claim()
+        checkpoint = worker.checkpoint(task, {"c": [1, 2]})
+        worker.report(task, TaskStatus.TASK_SUCCESS, output=VariableValue(json_obj='{"o": 1}'))
+        start(either, "json-2", "json-wf", workflow=VariableValue(json_obj='{"k": 1}'))
+        failing = worker.claim()
+        content = VariableValue(json_obj='{"e": [1]}')
+        worker.report(
+            failing, TaskStatus.TASK_EXCEPTION, exception={"name": "bad", "content": content}
+        )
+    finally:
+        worker.close()
+    done = wait_task_run(either, "json-1", lambda r: r.status == TaskStatus.TASK_SUCCESS)
+    failed = wait_task_run(either, "json-2", lambda r: r.status == TaskStatus.TASK_EXCEPTION)
+
+    def failed_node() -> Any:
+        node = task_node_run_on(either, "json-2")
+        return node if node.failures else None
+
+    node = wait_for(failed_node, 30, "the NodeRun's failure")
+    wait_for(lambda: variable_on(either, "json-1", "result").WhichOneof("value"), 30, "result")
+    stored_checkpoint = stub.GetCheckpoint(
+        CheckpointId(task_run=task.task_run_id, checkpoint_number=0), timeout=5
+    )
+    stored = {
+        name: variable_on(either, "json-1", name)
+        for name in ("workflow", "arr", "dup", "listed", "nan", "nothing", "result")
+    }
+
+    assert task.variables[0].value.json_obj == GSON_OUT
+    assert done.input_variables[0].value.json_obj == GSON_OUT
+    assert checkpoint.created_checkpoint.value.json_obj == '{"c":[1,2]}'
+    assert stored_checkpoint.value.json_obj == '{"c":[1,2]}'
+    assert done.attempts[0].output.json_obj == '{"o":1}'
+    assert failed.attempts[0].exception.content.json_obj == '{"e":[1]}'
+    assert node.failures[0].content.json_obj == '{"e":[1]}'
+    assert stored["workflow"].json_obj == GSON_OUT
+    assert stored["arr"].json_arr == '[{"z":1,"y":[]}]'
+    assert stored["dup"].json_obj == '{"a":1,"a":2}'  # Gson refuses duplicate keys
+    assert stored["listed"].json_obj == "[1]"  # not an object: kept as sent
+    assert stored["nan"].json_obj == '{"a":"NaN"}'  # Gson reads NaN as a string
+    assert stored["nothing"].WhichOneof("value") is None  # "null" is LittleHorse's null
+    assert stored["result"].json_obj == '{"o":1}'
+
+
+def task_node_run_on(target: Target, wf_run_id: str) -> Any:
+    node_run_id = NodeRunId(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0, position=1)
+    return wait_for(lambda: visible(lambda: target.stub.GetNodeRun(node_run_id)), 30, "NodeRun")
+
+
+def variable_on(target: Target, wf_run_id: str, name: str) -> VariableValue:
+    variable_id = VariableId(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0, name=name)
+    found = wait_for(lambda: visible(lambda: target.stub.GetVariable(variable_id)), 30, name)
+    value: VariableValue = found.value
+    return value
+
+
+def test_task_run_source_carries_no_wf_spec_id(either):
+    """ScheduledTask.source and TaskRun.source name the NodeRun but not the WfSpec, as 1.2.1."""
+    register_on(either)
+    worker = RawWorker(None, stub=either.stub)
+    try:
+        start(either, "src-1")
+        task = worker.claim()
+    finally:
+        worker.close()
+    task_run = wait_task_run(either, "src-1")
+    node_run_id = NodeRunId(wf_run_id=WfRunId(id="src-1"), thread_run_number=0, position=1)
+
+    for source in (task.source, task_run.source):
+        assert not source.HasField("wf_spec_id")
+        assert source.task_node.node_run_id == node_run_id
+
+
+def test_timestamps_have_millisecond_precision(either):
+    """Every timestamp served is whole milliseconds, a worker's report time included."""
+    register_on(either)
+    reported_ns = 1_796_000_000_123_456_789
+    worker = RawWorker(None, stub=either.stub)
+    try:
+        start(either, "ms-1")
+        task = worker.claim()
+        checkpoint = worker.checkpoint(task, "c").created_checkpoint
+        worker.report(
+            task, TaskStatus.TASK_SUCCESS, output=to_variable_value({}), time_ns=reported_ns
+        )
+    finally:
+        worker.close()
+    task_run = wait_task_run(either, "ms-1", lambda r: r.status == TaskStatus.TASK_SUCCESS)
+    wf_run = either.stub.GetWfRun(WfRunId(id="ms-1"), timeout=5)
+    [attempt] = task_run.attempts
+    variable_id = VariableId(wf_run_id=WfRunId(id="ms-1"), thread_run_number=0, name="workflow")
+    stamps = {
+        "ScheduledTask.created_at": task.created_at,
+        "Checkpoint.created_at": checkpoint.created_at,
+        "TaskRun.scheduled_at": task_run.scheduled_at,
+        "schedule_time": attempt.schedule_time,
+        "start_time": attempt.start_time,
+        "end_time": attempt.end_time,
+        "WfRun.start_time": wf_run.start_time,
+        "ThreadRun.start_time": wf_run.thread_runs[0].start_time,
+        "NodeRun.arrival_time": task_node_run_on(either, "ms-1").arrival_time,
+        "Variable.created_at": either.stub.GetVariable(variable_id, timeout=5).created_at,
+    }
+
+    assert {name: s.nanos % 1_000_000 for name, s in stamps.items()} == dict.fromkeys(stamps, 0)
+    assert attempt.end_time.ToNanoseconds() == reported_ns // 1_000_000 * 1_000_000
+
+
+def test_search_wf_run_like_the_1_2_1_server(either):
+    """Filters match unsearchable variables; no name finds nothing; limit 0 and <0; null versions."""
+    register_on(either)
+    start(either, "find-1", workflow=VariableValue(json_obj='{"k": 1}'))
+    stub = either.stub
+
+    def search(**kwargs: Any) -> Any:
+        return stub.SearchWfRun(SearchWfRunRequest(**kwargs), timeout=5)
+
+    def on_workflow(json_obj: str) -> list[Any]:
+        match = VariableMatch(var_name="workflow", value=VariableValue(json_obj=json_obj))
+        return [search(wf_spec_name="generate-wf", variable_filters=[match])]
+
+    # "workflow" is not searchable; the filter value is compared after compacting it.
+    found = wait_for(lambda: on_workflow('{"k":  1}')[0].results or None, 30, "the WfRun")
+    wait_task_run(either, "find-1")
+    other = on_workflow('{"k": 2}')[0]
+    nameless = [search(), search(earliest_start={"seconds": 1}), search(limit=5)]
+    none_left = search(wf_spec_name="generate-wf", limit=0)
+    none_match = search(wf_spec_name="generate-wf", limit=0, status=LHStatus.ERROR)
+    negative = rpc_error(lambda: search(wf_spec_name="generate-wf", limit=-1))
+    unknown = rpc_error(lambda: search(wf_spec_name="nope"))
+    unknown_major = rpc_error(lambda: search(wf_spec_name="nope", wf_spec_major_version=0))
+    tasks = stub.SearchTaskRun(SearchTaskRunRequest(task_def_name="generate", limit=0), timeout=5)
+    listed = [
+        stub.ListVariables(ListVariablesRequest(wf_run_id=WfRunId(id="find-1"), limit=n))
+        for n in (0, -1)
+    ]
+
+    assert [r.id for r in found] == ["find-1"] and other.results == []
+    assert [(list(r.results), r.HasField("bookmark")) for r in nameless] == [([], False)] * 3
+    assert none_left.results == [] and none_left.HasField("bookmark")
+    assert none_match.results == [] and not none_match.HasField("bookmark")
+    assert (status(negative), details(negative)) == (
+        grpc.StatusCode.INTERNAL,
+        "Unexpected internal failure: WTF?",
+    )
+    assert details(unknown) == "Couldn't find wfSpec nope null null"
+    assert details(unknown_major) == "Couldn't find wfSpec nope 0 null"
+    assert status(unknown) == grpc.StatusCode.INVALID_ARGUMENT
+    assert tasks.results == [] and tasks.HasField("bookmark")
+    assert [(list(r.results), r.HasField("bookmark")) for r in listed] == [([], True)] * 2
+
+
+def test_a_limit_0_bookmark_pages_from_the_start(fake, config, channel):
+    """The fake's bookmark after a limit-0 page continues with the first result."""
+    register(config)
+    for n in (1, 2):
+        run_wf(channel, f"page-{n}", {})
+    stub = LittleHorseStub(channel)
+    empty = stub.SearchWfRun(SearchWfRunRequest(wf_spec_name="generate-wf", limit=0), timeout=5)
+    rest = stub.SearchWfRun(
+        SearchWfRunRequest(wf_spec_name="generate-wf", limit=1, bookmark=empty.bookmark),
+        timeout=5,
+    )
+
+    assert [r.id for r in rest.results] == ["page-1"] and rest.HasField("bookmark")

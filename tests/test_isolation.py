@@ -8,7 +8,6 @@ whose LoadImage reads the uploaded file only when the node runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from littlehorse.model import DeleteWfRunRequest, WfRunId
 from PIL import Image
 
-from fakes.comfyui import FakeComfyUI
 from tests.conftest import wait_until
 from tests.stack import Stack
 
@@ -27,13 +25,6 @@ LOAD_AND_SAVE = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "{{image}}"}},
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "iso"}},
 }
-
-
-@pytest.fixture
-def stack(comfy: FakeComfyUI, tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        running.register()
-        yield running
 
 
 def png(path: Path, side: int) -> Path:
@@ -86,7 +77,8 @@ def test_a_reused_job_id_never_returns_the_old_jobs_output(stack, comfy):
     first = stack.main("submit", "smoke", "--param", "color=111", "--id", "reuse-1", "--wait")
     assert first.returncode == 0, first.stderr
     old = json.loads(first.stdout)
-    stack.lh.config().stub().DeleteWfRun(DeleteWfRunRequest(id=WfRunId(id="reuse-1")))
+    stack.lh.stub.DeleteWfRun(DeleteWfRunRequest(id=WfRunId(id="reuse-1")))
+    wait_until(lambda: stack.lh.wf_run("reuse-1") is None)
     comfy.pause()  # the new prompt waits queued while the worker looks at /history
     since = len(comfy.requests)
     again = stack.main("submit", "smoke", "--param", "color=222", "--id", "reuse-1")

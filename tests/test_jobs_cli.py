@@ -6,9 +6,7 @@ import base64
 import hashlib
 import json
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -22,13 +20,6 @@ from tests.stack import Stack
 
 TASK = "execute-comfyui-workflow"
 URGENT_TASK = "execute-comfyui-workflow-urgent"
-
-
-@pytest.fixture
-def stack(comfy: FakeComfyUI, tmp_path: Path) -> Iterator[Stack]:
-    with Stack(tmp_path) as running:
-        running.register()
-        yield running
 
 
 @pytest.fixture
@@ -72,7 +63,7 @@ def test_submit_sends_an_image_file_and_prints_the_id(stack, worker, comfy, tmp_
         "img-1",
     )
     assert done.returncode == 0 and done.stdout.strip() == "img-1", done.stderr
-    stack.lh.wait_wf_run("img-1")
+    stack.lh.wait_wf_run("img-1")  # the real server's reads may lag a moment behind
     show = stack.main("jobs", "show", "img-1", "--json")
     job = json.loads(show.stdout)
     assert job["status"] == "completed" and job["template"] == "image_resize"
@@ -152,7 +143,7 @@ def test_errors_are_one_line_with_their_own_exit_codes(stack, tmp_path):
 def test_the_urgent_lane_is_served_only_by_its_own_workers(stack, comfy, tmp_path):
     """register --lane urgent; a worker on the lane's TaskDef takes urgent jobs, the default one never."""
     stack.register("--lane", "urgent")
-    assert URGENT_TASK in stack.lh.task_defs and "comfyui-generate-urgent" in stack.lh.wf_specs
+    assert stack.lh.has_task_def(URGENT_TASK) and stack.lh.has_wf_spec("comfyui-generate-urgent")
     with FakeComfyUI(tmp_path / "comfy-urgent") as urgent_comfy:
         stack.worker(comfy)
         stack.worker(urgent_comfy, LHW_TASK_NAME=URGENT_TASK)

@@ -72,7 +72,7 @@ def test_the_trail_is_documented_as_written():
 def test_quick_start_commands_match_ci():
     """The README's test command is the one .ci/run runs, and the demo module exists."""
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "uv run pytest                 # runs the test suite" in README
+    assert "uv run pytest                 # sets up what the tests need, then runs" in README
     assert "\nuv run pytest\n" in ci
     assert "uv run python -m tests.demo" in README and (ROOT / "tests" / "demo.py").is_file()
 

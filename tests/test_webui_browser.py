@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,14 +17,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fakes import provision
 from fakes.comfyui import FakeComfyUI
+from fakes.littlehorses import LittleHorseUnderTest
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless",
@@ -41,37 +41,40 @@ WAIT_MS = 60_000
 
 
 @pytest.fixture
-def artifacts() -> Path:
-    """Where screenshots go: $TEST_ARTIFACTS_DIR, or test-artifacts/ (gitignored)."""
-    directory = Path(os.environ.get("TEST_ARTIFACTS_DIR") or ROOT / "test-artifacts") / "webui"
+def artifacts(littlehorse: LittleHorseUnderTest) -> Path:
+    """Where screenshots go: $TEST_ARTIFACTS_DIR (or test-artifacts/)/webui/<fake|real>."""
+    root = Path(os.environ.get("TEST_ARTIFACTS_DIR") or ROOT / "test-artifacts")
+    directory = root / "webui" / littlehorse.kind
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, installed on first use (Playwright cannot download its own here)."""
+    return provision.chromium()
+
+
 @pytest.fixture
-def page_url(comfy: FakeComfyUI, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
+def page_url(stack: Stack, comfy: FakeComfyUI, chromium: str) -> Iterator[tuple[Stack, str]]:
     """The stack with a worker, and ``main.py ui`` (token-protected) serving the page."""
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
-    with Stack(tmp_path) as stack:
-        stack.register()
-        stack.worker(comfy)
-        ui = subprocess.Popen(
-            [sys.executable, "main.py", "ui"],
-            cwd=ROOT,
-            env={**stack.env, "WORKER_UI_PORT": "0", "WORKER_UI_TOKEN": TOKEN},
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert ui.stdout is not None
-            line = ui.stdout.readline()
-            assert line.startswith("jobs page at http://127.0.0.1:"), line
-            stack.wait_polling(TASK)
-            yield stack, line.split(" at ", 1)[1].strip()
-        finally:
-            ui.terminate()
-            assert ui.wait(timeout=30) == 0
+    stack.worker(comfy)
+    ui = subprocess.Popen(
+        [sys.executable, "main.py", "ui"],
+        cwd=ROOT,
+        env={**stack.env, "WORKER_UI_PORT": "0", "WORKER_UI_TOKEN": TOKEN},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert ui.stdout is not None
+        line = ui.stdout.readline()
+        assert line.startswith("jobs page at http://127.0.0.1:"), line
+        stack.wait_polling(TASK)
+        yield stack, line.split(" at ", 1)[1].strip()
+    finally:
+        ui.terminate()
+        assert ui.wait(timeout=30) == 0
 
 
 def screenshot(page, artifacts: Path, name: str) -> None:
@@ -103,7 +106,7 @@ def card(page, job_id: str):
 
 
 def test_submit_fail_retry_and_cancel_from_the_page(
-    page_url, comfy: FakeComfyUI, artifacts, tmp_path
+    page_url, comfy: FakeComfyUI, artifacts, tmp_path, chromium
 ):
     """Sign in, submit with an image (done, thumbnail), see a node error, retry it, cancel a running job."""
     from playwright.sync_api import expect, sync_playwright
@@ -112,7 +115,7 @@ def test_submit_fail_retry_and_cancel_from_the_page(
     image = tmp_path / "input.png"
     image.write_bytes(base64.b64decode(PNG_1PX_BASE64))
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         errors: list[str] = []
         seen: list[str] = []

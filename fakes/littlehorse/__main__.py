@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from littlehorse.model import LHStatus, ReportTaskRun
 
+from fakes.littlehorse.core import METADATA_LAG_ENV, SERVER_METADATA_LAG_S
 from fakes.littlehorse.server import FakeLittleHorse
 from fakes.littlehorse.values import enum_name
 
@@ -41,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply task timeouts and retry backoff (0.01 = 100x faster)",
     )
     parser.add_argument(
+        "--metadata-lag",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="keep a Put TaskDef/WfSpec invisible to reads this long, as the real server "
+        f"does for ~{SERVER_METADATA_LAG_S} s (default ${METADATA_LAG_ENV}, else 0)",
+    )
+    parser.add_argument(
         "--schedule",
         nargs=2,
         action="append",
@@ -58,7 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         (name, list(json.loads(raw))) for name, raw in args.schedule
     ]
     fake = FakeLittleHorse(
-        args.host, advertised_host=args.advertised_host, time_scale=args.time_scale
+        args.host,
+        advertised_host=args.advertised_host,
+        time_scale=args.time_scale,
+        metadata_lag_s=args.metadata_lag,
     )
     fake.port = args.port
     fake.start()

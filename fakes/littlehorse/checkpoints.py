@@ -23,9 +23,10 @@ from littlehorse.model import (
     TaskStatus,
 )
 
-from fakes.littlehorse.core import NOT_FOUND_MESSAGE, abort, now
+from fakes.littlehorse.core import NOT_FOUND_MESSAGE, abort, copied, now
 from fakes.littlehorse.records import key_of
 from fakes.littlehorse.taskruns import TaskRuns
+from fakes.littlehorse.values import compact_values
 
 
 class CheckpointRpcs(TaskRuns):
@@ -47,7 +48,7 @@ class CheckpointRpcs(TaskRuns):
                 return _stop()
             checkpoint = Checkpoint(
                 id=CheckpointId(task_run=run.id, checkpoint_number=run.total_checkpoints),
-                value=request.value,
+                value=compact_values(copied(request.value)),
             )
             if request.HasField("logs"):
                 checkpoint.logs = request.logs

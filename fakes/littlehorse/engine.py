@@ -338,9 +338,8 @@ class WfEngine(WfHalting):
             ),
             task_def_id=TaskDefId(name=task_def.id.name),
             input_variables=inputs,
-            source=TaskRunSource(
-                task_node=TaskNodeReference(node_run_id=node_run.id), wf_spec_id=wf.run.wf_spec_id
-            ),
+            # The 1.2.1 server leaves TaskRunSource.wf_spec_id unset.
+            source=TaskRunSource(task_node=TaskNodeReference(node_run_id=node_run.id)),
             timeout_seconds=timeout_s,
             total_attempts=1 + task_node.retries,
         )

@@ -3,8 +3,9 @@
 Like the server, a missing object is NOT_FOUND "Requested object was not found.",
 reads show masked values as ``*****``, lists are ordered by object id (as text:
 ``wf/0/10`` sorts before ``wf/0/2``), searches by creation time, ``limit`` defaults
-to 100 and a ``bookmark`` is returned only when more results remain. The fake's
-bookmark is the last returned key; it is opaque to clients either way.
+to 100 (an explicit 0 returns nothing), and a ``bookmark`` is returned only when more
+results remain. The fake's bookmark is a prefix plus the last returned key; it is
+opaque to clients either way.
 """
 
 # mypy: disable-error-code="no-untyped-call"
@@ -39,34 +40,55 @@ from littlehorse.model import (
 
 from fakes.littlehorse.core import NOT_FOUND_MESSAGE, ApiError, FakeCore, abort, copied
 from fakes.littlehorse.records import TaskRunRecord, WfRunRecord, key_of
-from fakes.littlehorse.values import MASK
+from fakes.littlehorse.values import MASK, compact_values
 
 _T = TypeVar("_T")
 DEFAULT_LIMIT = 100  # PublicScanRequest.getLimit()
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
+_BOOKMARK = b"fake-lh:"  # + the last key returned ("" before the first)
 
 
-def _page(items: list[tuple[str, _T]], request) -> tuple[list[_T], bytes | None]:
-    """Sorted ``(key, item)`` pairs -> one page after the request's bookmark, and the next."""
-    limit = request.limit if request.HasField("limit") and request.limit > 0 else DEFAULT_LIMIT
-    after = request.bookmark.decode() if request.bookmark else None
+def _page(
+    items: list[tuple[str, _T]], request, *, search: bool = False
+) -> tuple[list[_T], bytes | None]:
+    """Sorted ``(key, item)`` pairs -> one page after the request's bookmark, and the next.
+
+    As on the server an explicit ``limit`` is taken as given: 0 returns no results (and
+    a bookmark if anything matched); a negative one is treated as 0 by lists and makes
+    searches fail INTERNAL (the server's all-partition tag scan trips over it).
+    """
+    limit = request.limit if request.HasField("limit") else DEFAULT_LIMIT
+    if limit < 0:
+        if search:
+            raise ApiError(grpc.StatusCode.INTERNAL, "Unexpected internal failure: WTF?")
+        limit = 0
+    after = None
+    if request.bookmark.startswith(_BOOKMARK):
+        after = request.bookmark[len(_BOOKMARK) :].decode()
     rest = [
         item for item in sorted(items, key=lambda kv: kv[0]) if after is None or item[0] > after
     ]
     page = rest[:limit]
-    more = len(rest) > limit
-    return [item for _, item in page], (page[-1][0].encode() if more else None)
+    if len(rest) <= limit:
+        return [item for _, item in page], None
+    last = page[-1][0] if page else (after or "")
+    return [item for _, item in page], _BOOKMARK + last.encode()
 
 
 def _created_key(timestamp, *ids: object) -> str:
     return "/".join([f"{timestamp.ToNanoseconds():020d}", *map(str, ids)])
 
 
+def _millis(timestamp) -> int:
+    """A Timestamp as the server reads a request's: a ``java.util.Date`` (milliseconds)."""
+    return int(timestamp.ToNanoseconds()) // 1_000_000
+
+
 def _in_window(timestamp, request) -> bool:
-    nanos = timestamp.ToNanoseconds()
-    if request.HasField("earliest_start") and nanos < request.earliest_start.ToNanoseconds():
+    millis = _millis(timestamp)
+    if request.HasField("earliest_start") and millis < _millis(request.earliest_start):
         return False
-    return not (request.HasField("latest_start") and nanos > request.latest_start.ToNanoseconds())
+    return not (request.HasField("latest_start") and millis > _millis(request.latest_start))
 
 
 def masked_task_run(record: TaskRunRecord) -> TaskRun:
@@ -193,10 +215,11 @@ class ReadRpcs(FakeCore):
     def SearchWfRun(
         self, request: SearchWfRunRequest, context: grpc.ServicerContext
     ) -> WfRunIdList:
-        """WfRun ids by WfSpec (name, version), status, start time and searchable variables.
+        """WfRun ids by WfSpec (name, version), status, start time and variables.
 
-        As on the server, status alone (no ``wf_spec_name``) matches nothing: WfRuns are
-        indexed by status only together with their WfSpec.
+        As on the server 1.2.1, nothing matches without a ``wf_spec_name`` (WfRuns are
+        indexed only together with their WfSpec), and a variable filter is applied to
+        every WfRun found, whether the variable is ``searchable`` or not.
         """
         try:
             with self._cond:
@@ -204,9 +227,9 @@ class ReadRpcs(FakeCore):
                     (_created_key(record.run.start_time, record.id), WfRunId(id=record.id))
                     for record in self._search_wf_runs(request)
                 ]
+            results, bookmark = _page(items, request, search=True)
         except ApiError as error:
             abort(context, error.code, error.details)
-        results, bookmark = _page(items, request)
         return WfRunIdList(results=results, bookmark=bookmark)
 
     def SearchTaskRun(
@@ -230,7 +253,10 @@ class ReadRpcs(FakeCore):
                 task_run_id = TaskRunId()
                 task_run_id.CopyFrom(run.id)
                 items.append((_created_key(run.scheduled_at, *record.key), task_run_id))
-        results, bookmark = _page(items, request)
+        try:
+            results, bookmark = _page(items, request, search=True)
+        except ApiError as error:
+            abort(context, error.code, error.details)
         return TaskRunIdList(results=results, bookmark=bookmark)
 
     def _search_wf_runs(self, request: SearchWfRunRequest) -> list[WfRunRecord]:
@@ -249,22 +275,23 @@ class ReadRpcs(FakeCore):
         if not name:
             if request.variable_filters:
                 raise ApiError(_INVALID, "Cannot filter by variables without specifying wfSpecName")
-            if request.HasField("status"):
-                return []
-            return [r for r in self._wf_runs.values() if _in_window(r.run.start_time, request)]
+            return []  # no index without the WfSpec: status, times alone or nothing at all
         major = request.wf_spec_major_version if has_major else None
         revision = request.wf_spec_revision if has_revision else None
         spec = self._find_wf_spec(name, major, revision)
         if spec is None:
-            raise ApiError(_INVALID, f"Couldn't find wfSpec {name} {major} {revision}")
+            raise ApiError(
+                _INVALID, f"Couldn't find wfSpec {name} {_java(major)} {_java(revision)}"
+            )
         entry = spec.thread_specs[spec.entrypoint_thread_name]
-        var_defs = {d.var_def.name: d for d in entry.variable_defs}
+        var_defs = {d.var_def.name for d in entry.variable_defs}
         for match in request.variable_filters:
             if match.var_name not in var_defs:
                 raise ApiError(
                     _INVALID,
                     f"Variable {match.var_name} not present in main thread of workflow {name}",
                 )
+        wanted = [(m.var_name, compact_values(copied(m.value))) for m in request.variable_filters]
 
         def matches(record: WfRunRecord) -> bool:
             spec_id = record.run.wf_spec_id
@@ -276,12 +303,15 @@ class ReadRpcs(FakeCore):
                 return False
             if not _in_window(record.run.start_time, request):
                 return False
-            for match in request.variable_filters:
-                if not var_defs[match.var_name].searchable:
-                    return False  # no index, so the server finds nothing
-                variable = record.variables.get((0, match.var_name))
-                if variable is None or variable.value != match.value:
+            for var_name, value in wanted:  # ScanFilterModel: the stored value, compared as is
+                variable = record.variables.get((0, var_name))
+                if variable is None or variable.value != value:
                     return False
             return True
 
         return [r for r in self._wf_runs.values() if matches(r)]
+
+
+def _java(number: int | None) -> str:
+    """An ``Integer`` as Java's ``%d`` formats it: ``null`` for None."""
+    return "null" if number is None else str(number)

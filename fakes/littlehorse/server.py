@@ -38,6 +38,10 @@ class FakeLittleHorse(
     Attributes are safe to read from the test thread; mutate state only through the
     methods. All waits use a single ``threading.Condition`` (no polling loops).
     ``time_scale`` multiplies task timeouts and retry backoff delays.
+    ``metadata_lag_s`` keeps a Put TaskDef or WfSpec revision invisible to reads
+    (Get*, RunWf, SearchWfRun, PutWfSpec's TaskDef check) for that many seconds, as the
+    real server's are for about 0.25 s (``SERVER_METADATA_LAG_S``); the default is
+    ``$FAKE_LH_METADATA_LAG_S``, or 0 when that is unset.
     """
 
     def __init__(
@@ -46,8 +50,14 @@ class FakeLittleHorse(
         *,
         advertised_host: str | None = None,
         time_scale: float = 1.0,
+        metadata_lag_s: float | None = None,
     ) -> None:
-        super().__init__(host, advertised_host=advertised_host, time_scale=time_scale)
+        super().__init__(
+            host,
+            advertised_host=advertised_host,
+            time_scale=time_scale,
+            metadata_lag_s=metadata_lag_s,
+        )
         self._server: grpc.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
 

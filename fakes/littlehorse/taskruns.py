@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from littlehorse.model import (
     LHErrorType,
@@ -26,7 +26,7 @@ from littlehorse.model import (
     TaskStatus,
 )
 
-from fakes.littlehorse.core import FakeCore, now
+from fakes.littlehorse.core import FakeCore, now, to_millis
 from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord, key_of
 from fakes.littlehorse.values import incompatibility
 
@@ -122,14 +122,15 @@ class TaskRuns(FakeCore):
         if record.timeout_s is None:
             return
         key, epoch = record.key, record.epochs[number]
-        deadline = now().timestamp() + record.timeout_s * self.time_scale
+        deadline = now() + timedelta(seconds=record.timeout_s * self.time_scale)
+        deadline = deadline.replace(microsecond=deadline.microsecond // 1000 * 1000)
         self._add_timer(record.timeout_s, lambda: self._timeout_fired(key, number, epoch, deadline))
 
-    def _timeout_fired(self, key: TaskRunKey, number: int, epoch: int, deadline: float) -> None:
+    def _timeout_fired(self, key: TaskRunKey, number: int, epoch: int, deadline: datetime) -> None:
         record = self._task_runs.get(key)
         if record is None or number >= len(record.epochs) or record.epochs[number] != epoch:
             return
-        self._time_out(record, number, datetime.fromtimestamp(deadline, now().tzinfo))
+        self._time_out(record, number, deadline)
 
     def _time_out(self, record: TaskRunRecord, number: int, when: datetime) -> bool:
         report = ReportTaskRun(
@@ -155,6 +156,7 @@ class TaskRuns(FakeCore):
             attempt.masked_value = True
         if report.HasField("time"):
             attempt.end_time.CopyFrom(report.time)
+            to_millis(attempt.end_time)  # the server keeps a java.util.Date
         else:
             attempt.end_time.FromDatetime(now())
         if report.HasField("log_output"):

@@ -45,6 +45,7 @@ from littlehorse.utils import to_variable_value
 from fakes.littlehorse.core import abort, copied, now
 from fakes.littlehorse.records import Stream, TaskRunKey, TaskRunRecord, key_of
 from fakes.littlehorse.taskruns import TaskRuns
+from fakes.littlehorse.values import compact_values
 
 
 class TaskRpcs(TaskRuns):
@@ -74,7 +75,10 @@ class TaskRpcs(TaskRuns):
         (server seconds, scaled by ``time_scale``) after delivery; None never times
         out. ``total_observed_checkpoints`` defaults to the TaskRun's checkpoints so far.
         """
-        values = [v if isinstance(v, VariableValue) else to_variable_value(v) for v in variables]
+        values = [
+            compact_values(copied(v) if isinstance(v, VariableValue) else to_variable_value(v))
+            for v in variables
+        ]
         with self._cond:
             task_def = self.task_defs.get(task_def_name)
             if task_def is None:
@@ -169,8 +173,10 @@ class TaskRpcs(TaskRuns):
         self.wait_for(polling, timeout_s, "a waiting PollTask request")
 
     def wait_task_def(self, name: str, timeout_s: float = 30) -> TaskDef:
-        """Block until the TaskDef has been registered (by the worker, say)."""
-        return self.wait_for(lambda: self.task_defs.get(name), timeout_s, f"TaskDef {name}")
+        """Block until the TaskDef has been registered (by the worker, say) and reads see it."""
+        return self.wait_for(
+            lambda: self._visible_task_def(name), timeout_s, f"TaskDef {name} to be visible"
+        )
 
     def crash_streams(self) -> int:
         """Cancel every open PollTask stream: the worker sees CANCELLED.
@@ -229,7 +235,8 @@ class TaskRpcs(TaskRuns):
 
         Taking a task claims its attempt (TASK_RUNNING, timeout clock started). A task
         taken for a stream that ends before grpc confirmed sending it (the generator is
-        never resumed after its ``yield``) goes back to the queue, unclaimed.
+        never resumed after its ``yield``) goes back to the queue, unclaimed. Taking a
+        task whose WfRun was deleted ends the stream with UNAVAILABLE, as on the server.
         """
         stream = Stream(context)
         with self._cond:
@@ -279,13 +286,14 @@ class TaskRpcs(TaskRuns):
 
         The server answers once the report is queued for processing, so a report for an
         unknown TaskRun or attempt, or for an attempt no longer TASK_RUNNING (say, timed
-        out), still gets OK and is then ignored.
+        out), still gets OK and is then ignored. ``reports`` keeps what the worker sent;
+        the TaskRun stores JSON outputs and exception content compactly, as the server.
         """
         with self._cond:
-            self.reports.append(request)
+            self.reports.append(request)  # as the worker sent it
             record = self._task_runs.get(key_of(request.task_run_id))
             if record is not None:
-                self._apply_result(record, request)
+                self._apply_result(record, compact_values(copied(request)))
             self._cond.notify_all()
         return Empty()
 
@@ -325,6 +333,16 @@ class TaskRpcs(TaskRuns):
                     queue = self._queues.get(name)
                     if queue:
                         task = queue.popleft()
+                        if self._orphaned.pop(id(task), None) is not None:
+                            # TaskClaimEventModel fails for a deleted TaskRun, and the
+                            # server ends the whole stream, the task consumed.
+                            stream.kill = (
+                                f"Task claim for TaskRun {task.task_run_id.wf_run_id.id}/"
+                                f"{task.task_run_id.task_guid} could not be processed in "
+                                "time. The task will likely time out."
+                            )
+                            self._cond.notify_all()
+                            return None
                         stream.in_flight = task
                         self._claim(task, stream)
                         return task

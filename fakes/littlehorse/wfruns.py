@@ -32,6 +32,7 @@ from fakes.littlehorse.halting import keep_halt_reasons
 from fakes.littlehorse.records import WfRunRecord, key_of
 from fakes.littlehorse.shapes import TERMINATED, unsupported
 from fakes.littlehorse.values import (
+    compact_values,
     enum_name,
     incompatibility,
     is_valid_name,
@@ -116,8 +117,9 @@ class WfRunRpcs(WfEngine):
         """Delete the WfRun with its NodeRuns, Variables, TaskRuns and Checkpoints.
 
         Like the server it does not check the status, and an unknown id is OK. Queued
-        ScheduledTasks of its TaskRuns are dropped; a running attempt's later report is
-        ignored and its PutCheckpoint gets INVALID_ARGUMENT.
+        ScheduledTasks of its TaskRuns stay queued: the PollTask stream that takes one is
+        ended with UNAVAILABLE. A running attempt's later report is ignored and its
+        PutCheckpoint gets INVALID_ARGUMENT.
         """
         with self._cond:
             record = self._wf_runs.pop(request.id.id, None)
@@ -127,9 +129,9 @@ class WfRunRpcs(WfEngine):
                     self._task_runs.pop(key, None)
                     self.checkpoints.pop(key, None)
                 for queue in self._queues.values():
-                    kept = [t for t in queue if key_of(t.task_run_id) not in owned]
-                    queue.clear()
-                    queue.extend(kept)
+                    for task in queue:
+                        if key_of(task.task_run_id) in owned:
+                            self._orphaned[id(task)] = task
                 self._cond.notify_all()
         return Empty()
 
@@ -162,7 +164,8 @@ class WfRunRpcs(WfEngine):
         reason = unsupported(spec)
         if reason is not None:
             raise ApiError(grpc.StatusCode.UNIMPLEMENTED, reason)
-        return self._start_wf_run(wf_run_id, spec, dict(request.variables))
+        variables = {k: compact_values(copied(v)) for k, v in request.variables.items()}
+        return self._start_wf_run(wf_run_id, spec, variables)
 
 
 def _start_variables_problem(thread_name: str, thread_spec, request: RunWfRequest) -> str | None:

@@ -1,0 +1,29 @@
+"""The session-wide real LittleHorse fixture ``real_lh`` (the launcher: ``fakes.lhserver``).
+
+One Kafka plus one LittleHorse server 1.2.1 for the whole session: a cold start takes
+about 12-15 s (plus a one-time Maven download into ``.cache/``), so tests share it and
+keep apart by unique names and ids. A test may ``restart_server()`` it; it serves again
+on the same address when that returns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakes.lhserver import RealLittleHorse, running_littlehorse
+
+
+@pytest.fixture(scope="session")
+def real_lh() -> Iterator[RealLittleHorse]:
+    """A real LittleHorse for the session, in a temporary dir removed at the end."""
+    work_dir = Path(tempfile.mkdtemp(prefix="lhserver-"))
+    try:
+        with running_littlehorse(work_dir) as server:
+            yield server
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
