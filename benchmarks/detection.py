@@ -27,10 +27,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from benchmarks.common import settings_for, summary_ms
 from benchmarks.target import Target
-from comfyui_worker.client import ComfyClient
-from comfyui_worker.events import EventStream
-from comfyui_worker.waiting import Waiter as PromptWaiter
-from comfyui_worker.waiting import WaitPolicy
+from comfyui_worker.comfy.client import ComfyClient
+from comfyui_worker.comfy.events import EventStream
+from comfyui_worker.comfy.waiting import Waiter as PromptWaiter
+from comfyui_worker.comfy.waiting import WaitPolicy
 
 EXEC_S = 0.100
 JITTER_S = 0.030

@@ -17,8 +17,8 @@ from typing import Any
 
 from benchmarks.common import settings_for, summary_ms
 from benchmarks.target import Target
-from comfyui_worker.execution import Runner
-from comfyui_worker.tasks import RunRequest
+from comfyui_worker.run.execution import Runner
+from comfyui_worker.workflow.request import RunRequest
 
 WARMUP = 3
 

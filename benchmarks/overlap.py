@@ -19,7 +19,7 @@ from benchmarks.common import big_graph, sleep_graph
 from benchmarks.fakeproc import FakeProcess
 from benchmarks.lhworker import TASK, running_worker, wait_reports
 from benchmarks.target import next_color
-from comfyui_worker.lh_worker import prompt_id_for
+from comfyui_worker.worker.task import prompt_id_for
 
 SLEEP_S = 3.0
 A_EXECUTION_S = 1.0

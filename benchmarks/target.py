@@ -13,8 +13,8 @@ from typing import Protocol
 
 from benchmarks.common import WORKFLOWS, Graph, sleep_graph, smoke_graph
 from benchmarks.fakeproc import FakeProcess, PromptTimes
-from comfyui_worker.client import ComfyClient
-from comfyui_worker.templates import Template, load_template, render
+from comfyui_worker.comfy.client import ComfyClient
+from comfyui_worker.workflow.templates import Template, load_template, render
 
 FAST_S = 0.1
 _colors = itertools.count(0x102030, 7919)  # every graph of a run gets a new colour
@@ -103,12 +103,8 @@ class RealTarget:
         offset = time.time() - time.monotonic()
         spans = {}
         for pid in prompt_ids:
-            entry = client.history(pid) or {}
-            stamps = {
-                kind: data.get("timestamp")
-                for kind, data in (entry.get("status") or {}).get("messages", [])
-                if isinstance(data, dict)
-            }
+            entry = client.history(pid)
+            stamps = entry.timestamps_ms() if entry is not None else {}
             start, end = stamps.get("execution_start"), stamps.get("execution_success")
             if not (isinstance(start, int | float) and isinstance(end, int | float)):
                 raise RuntimeError(f"prompt {pid} has no execution timestamps in /history")

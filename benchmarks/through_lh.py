@@ -26,7 +26,7 @@ from benchmarks.common import settings_for, summary_ms
 from benchmarks.fakeproc import PromptTimes
 from benchmarks.jobstack import ROUND_TRIPS, JobStack, job_stack, p50_ms
 from benchmarks.target import Target
-from comfyui_worker.client import ComfyClient
+from comfyui_worker.comfy.client import ComfyClient
 from fakes.lhserver import running_littlehorse
 from fakes.littlehorse import FakeLittleHorse
 from fakes.littlehorses import LittleHorseUnderTest, new_tenant

@@ -41,7 +41,7 @@ def write_file(path: Path, size: int) -> None:
 
 
 def child_ours(args: argparse.Namespace) -> dict[str, Any]:
-    from comfyui_worker.objstore import ObjectStore
+    from comfyui_worker.outputs.objstore import ObjectStore
 
     config = json.loads(args.config)
     store = ObjectStore(args.url, config, part_bytes=args.part_mib * MIB)

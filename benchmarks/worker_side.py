@@ -30,9 +30,9 @@ from benchmarks.common import (
     smoke_graph,
 )
 from comfyui_worker import logs
-from comfyui_worker.execution import Runner
 from comfyui_worker.result import RunResult
-from comfyui_worker.tasks import RunRequest
+from comfyui_worker.run.execution import Runner
+from comfyui_worker.workflow.request import RunRequest
 
 
 def _run(runner: Runner, graph: dict[str, Any], key: str) -> tuple[RunResult, float]:

@@ -1,6 +1,8 @@
 """Command line: run one workflow, check the setup, run the worker, register WfSpecs, jobs.
 
-The job commands (``submit``, ``jobs``, ``ui``) are in ``jobs_args.py``/``jobs_cli.py``.
+The job commands (``submit``, ``jobs``, ``ui``) are in ``jobs/args.py``/``jobs/commands.py``.
+Each command imports what it needs when it runs, so ``main.py jobs --help`` loads no
+worker engine (``tests/test_layout.py`` checks it).
 
 Each failure's exit code comes from its error class (``errors.ExitCode``): 0 ok,
 1 internal error, 2 usage, 3 configuration, 4 workflow invalid or output rejected,
@@ -18,17 +20,13 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import structlog
-
-from comfyui_worker import jobs_args, jsonsafe, logs
-from comfyui_worker.checks import run_checks
-from comfyui_worker.errors import ComfyWorkerError, ConfigError, ExitCode, InvalidWorkflowError
-from comfyui_worker.execution import Runner
-from comfyui_worker.progress import Progress
+from comfyui_worker import logs
+from comfyui_worker.errors import ComfyWorkerError, ConfigError, ExitCode
+from comfyui_worker.jobs import args as jobs_args
+from comfyui_worker.jobs.args import pairs
 from comfyui_worker.settings import DeadlineSettings, WorkerSettings, load, load_comfy, load_worker
-from comfyui_worker.tasks import Identity, TaskPreparer, task_source
 
 Command = Callable[[argparse.Namespace, WorkerSettings], int]
 
@@ -71,29 +69,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from comfyui_worker import service  # the SDK and gRPC load only for these commands
+    from comfyui_worker.worker import service
 
     return service.serve(load_comfy(), settings)
 
 
 def _register(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from comfyui_worker import lanes  # the SDK and gRPC load only for these commands
+    from comfyui_worker.worker import register
 
-    return lanes.register(args.lane, load(DeadlineSettings), settings)
+    return register.register(args.lane, load(DeadlineSettings), settings)
 
 
 def _jobs(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from comfyui_worker import jobs_cli  # the SDK and gRPC load only for these commands
+    from comfyui_worker.jobs import commands
 
-    return jobs_cli.run(args, settings)
+    return commands.run(args, settings)
+
+
+def _ui(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from comfyui_worker.jobs.commands import connect
+    from comfyui_worker.jobs.settings import JobsSettings, UiSettings
+    from comfyui_worker.web.server import serve
+
+    return serve(load(UiSettings), load(JobsSettings), connect(settings))
 
 
 def _check(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from comfyui_worker.worker.checks import run_checks
+
     return run_checks(load_comfy(), settings)
 
 
 def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """``main.py run``: one workflow, progress on stderr, result JSON on stdout."""
+    import structlog
+
+    from comfyui_worker.run.execution import Runner
+    from comfyui_worker.run.progress import Progress
+    from comfyui_worker.workflow.request import Identity, TaskPreparer, task_source
+
     comfy = load_comfy()
     if args.output_dir is not None:
         comfy = comfy.model_copy(update={"output_dir": args.output_dir, "output_url": None})
@@ -124,24 +138,12 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def pairs(items: list[str], flag: str) -> dict[str, Any]:
-    """Parse NAME=VALUE pairs; VALUE is JSON when it parses (so 42 stays an int)."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"{flag} expects NAME=VALUE, got {item!r}")
-        try:
-            parsed[name] = jsonsafe.loads(raw, source=flag)
-        except InvalidWorkflowError:
-            parsed[name] = raw
-    return parsed
-
-
 COMMANDS: dict[str, Command] = {
     "run": _run,
     "check": _check,
     "worker": _worker,
     "register": _register,
-    **{name: _jobs for name in jobs_args.COMMANDS},
+    "submit": _jobs,
+    "jobs": _jobs,
+    "ui": _ui,
 }

@@ -3,10 +3,10 @@
 Each class knows its stable kebab-case ``name`` (the LittleHorse exception name and
 the metrics label), whether it is ``business`` (the input is at fault: reported as
 an ``LHTaskException`` and never retried) or technical (the environment failed:
-TASK_FAILED, retried by the WfSpec), and the CLI's ``exit_code``. Boundaries read
-these attributes; none of them re-decides. HTTP and gRPC errors become these in
-exactly one place each: HTTP in ``transport.py`` (transport) and ``client.py``
-(statuses), gRPC in ``lhapi.py`` (and ``sdk.py`` for the SDK's own async stub).
+TASK_FAILED, retried by the WfSpec), the CLI's ``exit_code`` and the jobs page's
+``http_status``. Boundaries read these attributes; none of them re-decides. HTTP and
+gRPC errors become these in exactly one place each: HTTP in ``transport.py``
+(transport) and ``comfy/client.py`` (statuses), gRPC in ``lh/rpc.py``.
 
     ComfyWorkerError
     ├── ConfigError                  configuration-error        exit 3
@@ -38,6 +38,7 @@ make a report too large for LittleHorse.
 
 from __future__ import annotations
 
+import traceback
 from enum import IntEnum
 from typing import Any, ClassVar
 
@@ -69,7 +70,7 @@ class ComfyWorkerError(Exception):
     name: ClassVar[str] = "comfyui-worker-error"
     business: ClassVar[bool] = False
     exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
-    in_tasks: ClassVar[bool] = True  # False: only commands or start-up raise it
+    http_status: ClassVar[int] = 500  # the jobs page's answer to a call that failed so
 
     def __init__(self, message: str, **details: Any) -> None:
         self.message = bound_text(message, MAX_MESSAGE_CHARS)
@@ -94,7 +95,6 @@ class ConfigError(ComfyWorkerError):
 
     name = "configuration-error"
     exit_code = ExitCode.CONFIG
-    in_tasks = False
 
 
 # --- business: the request itself is wrong; retrying the same input cannot help ------
@@ -105,6 +105,7 @@ class BusinessError(ComfyWorkerError):
 
     business = True
     exit_code = ExitCode.WORKFLOW
+    http_status = 400
 
 
 class InvalidWorkflowError(BusinessError):
@@ -117,6 +118,7 @@ class OutputRejectedError(BusinessError):
     """An output is unsafe to save (path escapes the output dir) or over the size cap."""
 
     name = "output-rejected"
+    http_status = 403
 
 
 class ExecutionFailedError(BusinessError):
@@ -228,6 +230,7 @@ class OutputStorageError(TechnicalError):
 
     name = "output-storage-failed"
     exit_code = ExitCode.STORAGE
+    http_status = 502
 
 
 class LittleHorseError(TechnicalError):
@@ -235,14 +238,14 @@ class LittleHorseError(TechnicalError):
 
     name = "littlehorse-refused"
     exit_code = ExitCode.LITTLEHORSE
-    in_tasks = False
+    http_status = 502
 
 
 class LittleHorseUnavailableError(LittleHorseError):
     """LittleHorse could not be reached (down, restarting, wrong LHC_API_HOST/PORT)."""
 
     name = "littlehorse-unavailable"
-    in_tasks = True  # a checkpoint that cannot be recorded fails the attempt, GPU untouched
+    http_status = 503
 
 
 class NotFoundError(LittleHorseError):
@@ -250,6 +253,7 @@ class NotFoundError(LittleHorseError):
 
     name = "not-found"
     exit_code = ExitCode.NOT_FOUND
+    http_status = 404
 
 
 class InternalError(TechnicalError):
@@ -276,8 +280,16 @@ def all_errors() -> list[type[ComfyWorkerError]]:
     return found
 
 
-def as_error(exc: BaseException) -> ComfyWorkerError:
-    """Our own error unchanged; anything else becomes an ``InternalError`` naming it."""
+def as_error(exc: BaseException, *, trace_chars: int = 0) -> ComfyWorkerError:
+    """Our own error unchanged; anything else is a bug: an ``InternalError`` naming it.
+
+    With ``trace_chars``, the message keeps that much of the traceback, so a TaskRun
+    shows where the bug is.
+    """
     if isinstance(exc, ComfyWorkerError):
         return exc
-    return InternalError(f"{type(exc).__name__}: {exc}", exception_type=type(exc).__name__)
+    message = f"{type(exc).__name__}: {exc}"
+    if trace_chars:
+        trace = "".join(traceback.format_exception(exc))
+        message = f"{message}\n{bound_text(trace, trace_chars)}"
+    return InternalError(message, exception_type=type(exc).__name__)

@@ -4,13 +4,23 @@
 manifest (``manifest.json`` beside the files) holds all of it; ``to_json`` gives
 LittleHorse a copy that fits its record limit, however much ComfyUI returned:
 text keeps a prefix, huge values and lists are cut, and each cut is flagged.
+``ReportedResult`` is that copy read back (by the job side), leniently.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    OnErrorOmit,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_serializer,
+)
 
 from comfyui_worker.bounds import bound_json, json_safe, json_size
 
@@ -144,3 +154,45 @@ def _outputs_prefix(outputs: list[dict[str, Any]], budget_bytes: int) -> list[di
         kept.append(output)
         used += size
     return kept
+
+
+def _or(default: Callable[[], Any]) -> WrapValidator:
+    """A field that reads as ``default()`` when the value does not fit its type."""
+
+    def read(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            return default()
+
+    return WrapValidator(read)
+
+
+class ReportedResult(BaseModel):
+    """A result as LittleHorse holds it, read back leniently.
+
+    It is ``RunResult.to_json``, maybe cut to fit, maybe from another version, maybe
+    set by hand: what does not fit reads as absent, and it prints (``jobs show``,
+    ``submit --wait``, the page) exactly as stored.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stored: dict[str, Any]
+    template: Annotated[str | None, _or(lambda: None)] = None
+    params: Annotated[dict[str, Any] | None, _or(lambda: None)] = None
+    outputs: Annotated[list[OnErrorOmit[SavedOutput]], _or(list)] = []
+    outputs_truncated: Annotated[bool, _or(lambda: False)] = False
+    manifest: Annotated[str | None, _or(lambda: None)] = None
+
+    @classmethod
+    def read(cls, value: object) -> ReportedResult | None:
+        """The result, or None if the value is not a JSON object."""
+        if not isinstance(value, dict):
+            return None
+        known = {name: value[name] for name in cls.model_fields if name in value}
+        return cls.model_validate({**known, "stored": value})
+
+    @model_serializer
+    def _as_stored(self) -> dict[str, Any]:
+        return self.stored

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import stamina
 
-from comfyui_worker.execution import Runner
-from comfyui_worker.fencing import Submission
-from comfyui_worker.lh_worker import prompt_id_for
+from comfyui_worker.run.execution import Runner
+from comfyui_worker.run.fencing import Submission
 from comfyui_worker.settings import ComfySettings, load_comfy
-from comfyui_worker.tasks import Identity, RunRequest, TaskPreparer
-from comfyui_worker.templates import TemplateSet
+from comfyui_worker.worker.task import prompt_id_for
+from comfyui_worker.workflow.request import Identity, RunRequest, TaskPreparer
+from comfyui_worker.workflow.templates import TemplateSet
 from fakes.comfyui import FakeComfyUI
 
 # Session-wide SeaweedFS (`seaweed`) and real LittleHorse (`real_lh`); `littlehorse`

@@ -22,10 +22,10 @@ from littlehorse.exceptions import LHTaskException
 from littlehorse.model import LHStatus
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
-from comfyui_worker.jobs import Jobs
-from comfyui_worker.lhapi import LittleHorse
+from comfyui_worker.jobs.client import Jobs
+from comfyui_worker.lh.api import LittleHorse
+from comfyui_worker.lh.wfspec import WF_SPEC_NAME, build_workflow
 from comfyui_worker.settings import DeadlineSettings
-from comfyui_worker.wfspec import WF_SPEC_NAME, build_workflow
 from fakes.littlehorse import FakeLittleHorse, WorkerThread, close_sync_channels
 from tests.graphs import PNG_1PX_BASE64
 

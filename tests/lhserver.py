@@ -8,10 +8,7 @@ on the same address when that returns.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,11 +16,7 @@ from fakes.lhserver import RealLittleHorse, running_littlehorse
 
 
 @pytest.fixture(scope="session")
-def real_lh() -> Iterator[RealLittleHorse]:
-    """A real LittleHorse for the session, in a temporary dir removed at the end."""
-    work_dir = Path(tempfile.mkdtemp(prefix="lhserver-"))
-    try:
-        with running_littlehorse(work_dir) as server:
-            yield server
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+def real_lh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealLittleHorse]:
+    """A real LittleHorse for the session, its state in pytest's temporary directory."""
+    with running_littlehorse(tmp_path_factory.mktemp("lhserver")) as server:
+        yield server

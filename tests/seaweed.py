@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,11 +10,7 @@ from fakes.seaweed import SeaweedS3, running_seaweed
 
 
 @pytest.fixture(scope="session")
-def seaweed() -> Iterator[SeaweedS3]:
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """One SeaweedFS for the session (start-up takes seconds); tests use distinct prefixes."""
-    data_dir = Path(tempfile.mkdtemp(prefix="seaweed-"))
-    try:
-        with running_seaweed(data_dir) as server:
-            yield server
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server

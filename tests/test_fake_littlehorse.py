@@ -492,7 +492,7 @@ def generate_wf(
     retries: int = 3,
     backoff: ExponentialBackoffRetryPolicy | None = BACKOFF,
 ) -> Workflow:
-    """The project's WfSpec shape (comfyui_worker/wfspec.py) around the `generate` task."""
+    """The project's WfSpec shape (comfyui_worker/lh/wfspec.py) around the `generate` task."""
 
     def entrypoint(wf: WorkflowThread) -> None:
         workflow = wf.declare_json_obj("workflow").required()

@@ -21,8 +21,8 @@ from fakes.littlehorse import FakeLittleHorse
 from fakes.seaweed import SeaweedS3
 from tests.conftest import make_request, prompt_of, wait_until
 from tests.graphs import smoke
-from tests.test_lh_worker import TASK, WorkerProcess
-from tests.test_storage import objects, s3_env
+from tests.outputs.test_store_open import objects, s3_env
+from tests.worker.test_task import TASK, WorkerProcess
 
 # Worker subprocesses against two ComfyUIs: end to end, seconds each.
 pytestmark = [pytest.mark.usefixtures("lh"), pytest.mark.slow]

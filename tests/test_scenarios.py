@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from littlehorse.model import LHStatus
 
-from comfyui_worker.lhapi import LittleHorse
+from comfyui_worker.lh.api import LittleHorse
+from comfyui_worker.lh.wfspec import build_workflow
 from comfyui_worker.settings import DeadlineSettings, load
-from comfyui_worker.wfspec import build_workflow
 from fakes.comfyui import FakeComfyUI
 from tests.conftest import wait_until
 from tests.stack import TASK, Stack

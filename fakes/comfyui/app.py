@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import threading
 import time
@@ -17,10 +16,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from fakes.comfyui.faults import Faults, internal_error
 from fakes.comfyui.files import Files
+from fakes.comfyui.hub import Hub
 from fakes.comfyui.jobs import JobsApi, is_canonical_uuid
 from fakes.comfyui.nodes import DEFAULT_CHECKPOINTS, DEFAULT_UPSCALE_MODELS, object_info
 from fakes.comfyui.queue import WorkQueue
@@ -29,37 +29,6 @@ from fakes.comfyui.simulate import Job
 from fakes.comfyui.validation import NotAGraph, check_prompt
 
 _T = TypeVar("_T")
-
-
-class Hub:
-    """Open WebSockets by client id, and one ordered outbox (sid None: every socket)."""
-
-    def __init__(self) -> None:
-        self.by_sid: dict[str, web.WebSocketResponse] = {}
-        self.open: dict[web.WebSocketResponse, web.Request] = {}
-        self.outbox: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
-
-    def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
-        """Queue a message; messages leave in order."""
-        self.outbox.put_nowait((json.dumps({"type": event, "data": data}), sid))
-
-    async def publish(self) -> None:
-        """Deliver queued messages, forever."""
-        while True:
-            text, sid = await self.outbox.get()
-            everyone = sid is None
-            for ws in [s for key, s in self.by_sid.items() if everyone or key == sid]:
-                with contextlib.suppress(Exception):
-                    await ws.send_str(text)
-
-    async def close_all(self, *, abrupt: bool) -> None:
-        """Close every socket (abrupt: drop the TCP connection without a close frame)."""
-        for ws, request in list(self.open.items()):
-            if abrupt and request.transport is not None:
-                request.transport.abort()
-            else:
-                with contextlib.suppress(Exception):
-                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server restart")
 
 
 class FakeComfyUI:

@@ -14,12 +14,28 @@ import json
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from fakes.comfyui.host import Host
 from fakes.comfyui.samples import load_fixture
 
-if TYPE_CHECKING:
-    from fakes.comfyui.simulate import Simulation
+
+class Simulation(Protocol):
+    """The run a node behaves in (``simulate.Simulation``): its graph, server and clock."""
+
+    graph: dict[str, Any]
+    node_seconds: float
+
+    @property
+    def server(self) -> Host:
+        """The fake server the run belongs to."""
+
+    async def work(self, seconds: float, *, interruptible: bool) -> None:
+        """Take this long (cut short by an interrupt if ``interruptible``)."""
+
+    def step(self, value: int, total: int) -> None:
+        """Announce sampling progress."""
+
 
 DEFAULT_CHECKPOINTS = ["sd_xl_base_1.0.safetensors", "flux1-schnell-fp8.safetensors"]
 DEFAULT_UPSCALE_MODELS = ["RealESRGAN_x4plus.pth"]

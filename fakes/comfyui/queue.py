@@ -13,12 +13,10 @@ import contextlib
 import itertools
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fakes.comfyui.host import Host
 from fakes.comfyui.simulate import Cached, Job, Simulation, node_keys
-
-if TYPE_CHECKING:
-    from fakes.comfyui.app import FakeComfyUI
 
 HISTORY_LIMIT = 10000
 
@@ -26,7 +24,7 @@ HISTORY_LIMIT = 10000
 class WorkQueue:
     """Pending, running and finished prompts, run one by one (loop thread only)."""
 
-    def __init__(self, server: FakeComfyUI) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.paused = False
         self.wake = asyncio.Event()

@@ -17,14 +17,12 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fakes.comfyui.files import SaveRefused
+from fakes.comfyui.host import Host
 from fakes.comfyui.nodes import NODES
 from fakes.comfyui.validation import is_link
-
-if TYPE_CHECKING:
-    from fakes.comfyui.app import FakeComfyUI
 
 OOM_TIPS = (
     "This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked "
@@ -117,7 +115,7 @@ def _shown(value: Any) -> Any:
 
 
 class InjectedFailure(Exception):
-    """A failure armed with FakeComfyUI.fail_node()."""
+    """A failure armed with Host.fail_node()."""
 
     def __init__(self, exception_type: str, message: str) -> None:
         super().__init__(message)
@@ -142,7 +140,7 @@ class Simulation:
     """One prompt being run; also what its nodes' behaviours receive (see nodes.py)."""
 
     def __init__(
-        self, job: Job, server: FakeComfyUI, cache: dict[str, Cached], interrupt: asyncio.Event
+        self, job: Job, server: Host, cache: dict[str, Cached], interrupt: asyncio.Event
     ) -> None:
         self.job, self.graph, self.client = job, job.graph, job.client
         self.server, self.cache, self.interrupt = server, cache, interrupt

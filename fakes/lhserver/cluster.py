@@ -15,6 +15,7 @@ from typing import Self
 
 from littlehorse.config import LHConfig
 
+from fakes.lhclient import client_config, client_env
 from fakes.lhserver.artifacts import Runtime, resolve_runtime, server_version
 from fakes.lhserver.kafka import KafkaNode
 from fakes.lhserver.server import HOST, LHServerProcess, ServerPorts
@@ -85,22 +86,11 @@ class RealLittleHorse:
 
     def env(self) -> dict[str, str]:
         """``LHC_*`` variables pointing a worker (e.g. a subprocess) at this server."""
-        return {
-            "LHC_API_HOST": self.host,
-            "LHC_API_PORT": str(self.port),
-            "LHC_API_PROTOCOL": "PLAINTEXT",
-        }
+        return client_env(self.host, self.port)
 
     def config(self, **extra: str) -> LHConfig:
-        """An ``LHConfig`` pointed at this server; ``extra`` adds ``LHC_``/``LHW_`` keys.
-
-        This server's address wins over ``LHC_*`` variables in the process environment.
-        """
-        config = LHConfig()
-        values = {**self.env(), **extra}
-        config.load(values)
-        config._configs.update(values)  # load() gives the environment precedence
-        return config
+        """An ``LHConfig`` pointed at this server; ``extra`` adds ``LHC_``/``LHW_`` keys."""
+        return client_config(self.host, self.port, **extra)
 
     # ------------------------------------------------------------------ lifecycle
 

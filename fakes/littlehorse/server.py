@@ -23,6 +23,7 @@ from littlehorse.model.service_pb2_grpc import (
     add_LittleHorseServicer_to_server,
 )
 
+from fakes.lhclient import client_config, client_env
 from fakes.littlehorse.checkpoints import CheckpointRpcs
 from fakes.littlehorse.metadata import MetadataRpcs
 from fakes.littlehorse.search import ReadRpcs
@@ -134,23 +135,11 @@ class FakeLittleHorse(
 
     def env(self) -> dict[str, str]:
         """``LHC_*`` variables pointing a worker (e.g. a subprocess) at the fake."""
-        return {
-            "LHC_API_HOST": self.host,
-            "LHC_API_PORT": str(self.port),
-            "LHC_API_PROTOCOL": "PLAINTEXT",
-        }
+        return client_env(self.host, self.port)
 
     def config(self, **extra: str) -> LHConfig:
-        """An ``LHConfig`` pointed at the fake; ``extra`` adds ``LHC_``/``LHW_`` keys.
-
-        The fake's address wins over ``LHC_*`` variables in the process environment.
-        """
-        config = LHConfig()
-        values = {**self.env(), **extra}
-        config.load(values)
-        # LHConfig.load() gives the environment precedence; never talk to a real server.
-        config._configs.update(values)
-        return config
+        """An ``LHConfig`` pointed at the fake; ``extra`` adds ``LHC_``/``LHW_`` keys."""
+        return client_config(self.host, self.port, **extra)
 
 
 def _unimplemented(name: str) -> Callable[..., Any]:

@@ -1,0 +1,51 @@
+"""A job's task input, built from a file or template plus parameters, overrides and images.
+
+``submit`` and the jobs page build the same envelope the worker reads
+(``workflow/taskinput.py``), and validate it here before LittleHorse sees it, so a bad file
+or parameter fails at once with ``invalid-workflow`` instead of as a failed WfRun.
+Images travel base64 in the envelope's ``images``.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from comfyui_worker.errors import InvalidWorkflowError
+from comfyui_worker.workflow.taskinput import parse_task_input
+
+
+def build_task_input(
+    source: object,
+    *,
+    params: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    images: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The envelope: ``source`` (graph, template file or envelope) with the extras merged in.
+
+    ``images`` maps image names to base64 text (a ``data:`` URL is fine).
+    """
+    task = parse_task_input(source)
+    body: dict[str, Any] = task.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    if params:
+        body["params"] = {**body.get("params", {}), **params}
+    if overrides:
+        body["overrides"] = {**body.get("overrides", {}), **overrides}
+    if images:
+        added = [{"name": name, "base64": data} for name, data in images.items()]
+        body["images"] = [*body.get("images", []), *added]
+    parse_task_input(body)  # the merge itself may be wrong: a repeated image name
+    return body
+
+
+def read_image(name: str, path: Path) -> str:
+    """An image file as base64, for ``--image NAME=PATH``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidWorkflowError(
+            f"image {name!r}: cannot read {path}: {exc.strerror}", image=name, file=str(path)
+        ) from None
+    return base64.b64encode(data).decode("ascii")

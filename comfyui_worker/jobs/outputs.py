@@ -1,0 +1,152 @@
+"""Read a job's output files back: only files its result lists, only from the output location.
+
+``submit --download`` and the jobs page both come here. A result is data from
+LittleHorse, so its paths are not trusted: a local path is served only if it
+resolves inside the worker's output directory (``COMFYUI_OUTPUT_DIR`` /
+``WORKER_OUTPUT_URL``), an ``s3://`` URL only if it lies under the configured bucket
+and prefix, read with the worker's own ``AWS_*`` settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import obstore
+from pydantic import ValidationError
+
+from comfyui_worker.errors import ConfigError, OutputRejectedError, OutputStorageError
+from comfyui_worker.jobs.model import Job
+from comfyui_worker.jobs.settings import JobsSettings
+from comfyui_worker.outputs.objstore import ObjectStore, is_object_url
+from comfyui_worker.outputs.store import disk_errors, stream_to_file
+from comfyui_worker.result import SavedOutput
+
+CHUNK_BYTES = 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+class OutputReader:
+    """Opens output files where the worker saved them, refusing anything elsewhere."""
+
+    def __init__(self, settings: JobsSettings) -> None:
+        self.settings = settings
+        self._store: ObjectStore | None = None
+
+    @contextlib.contextmanager
+    def open(self, path: str) -> Iterator[Iterator[bytes]]:
+        """The file's bytes in chunks; any refusal or missing file raises before the first."""
+        if is_object_url(path):
+            with self._open_object(path) as chunks:
+                yield chunks
+            return
+        local = self._inside_output_dir(Path(path))
+        with disk_errors(local, "read"), local.open("rb") as handle:
+            yield iter(lambda: handle.read(CHUNK_BYTES), b"")
+
+    def outputs(self, job: Job) -> list[SavedOutput]:
+        """Every output, from ``manifest.json`` when the result kept only a prefix."""
+        result = job.result
+        if result is None or not result.outputs_truncated or result.manifest is None:
+            return list(job.outputs)
+        manifest = result.manifest
+        with self.open(manifest) as chunks:
+            data = _read_capped(chunks, MAX_MANIFEST_BYTES, manifest)
+        listed: Any = json.loads(data).get("outputs", [])
+        try:
+            return [SavedOutput.model_validate(item) for item in listed]
+        except ValidationError:
+            return list(job.outputs)
+
+    def download(self, job: Job, destination: Path) -> list[Path]:
+        """Copy every output under ``destination``/<relative path>, checking each sha256."""
+        written = []
+        for output in self.outputs(job):
+            target = _target(destination, output.relative_path)
+            with self.open(output.path) as chunks:
+                _save(chunks, target, output)
+            written.append(target)
+        return written
+
+    def _inside_output_dir(self, path: Path) -> Path:
+        location = self.settings.output_location
+        if location is None or is_object_url(location):
+            raise ConfigError(
+                f"{path} is a local output: set COMFYUI_OUTPUT_DIR (or WORKER_OUTPUT_URL) to "
+                "the worker's output directory to read it"
+            )
+        root = Path(location.removeprefix("file://")).resolve()
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise OutputRejectedError(
+                f"{path} is outside the output directory {root}; only files there are read",
+                path=str(path),
+            )
+        return resolved
+
+    @contextlib.contextmanager
+    def _open_object(self, url: str) -> Iterator[Iterator[bytes]]:
+        store = self._object_store(url)
+        key = store.key_in(url)
+        if key is None:
+            raise OutputRejectedError(
+                f"{url} is outside {store.location}; only objects there are read", path=url
+            )
+        with store.errors("read", key):
+            result = obstore.get(store.client, key)
+        yield _object_chunks(store, key, result.stream(min_chunk_size=CHUNK_BYTES))
+
+    def _object_store(self, url: str) -> ObjectStore:
+        location = self.settings.output_location
+        if location is None or not is_object_url(location):
+            raise ConfigError(
+                f"{url} is in an object store: set WORKER_OUTPUT_URL (and AWS_*) as the "
+                "worker has them to read it"
+            )
+        if self._store is None:
+            self._store = ObjectStore(location, self.settings.store_config())
+        return self._store
+
+
+def _object_chunks(store: ObjectStore, key: str, stream: Any) -> Iterator[bytes]:
+    with store.errors("read", key):
+        for chunk in stream:
+            yield bytes(chunk)
+
+
+def _read_capped(chunks: Iterator[bytes], limit: int, what: str) -> bytes:
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) > limit:
+            raise OutputRejectedError(f"{what} is larger than {limit} bytes", path=what)
+    return bytes(data)
+
+
+def _target(destination: Path, relative_path: str) -> Path:
+    """Where an output goes under ``destination``: plain relative segments only."""
+    parts = PurePosixPath(relative_path).parts
+    if not parts or PurePosixPath(relative_path).is_absolute() or ".." in parts:
+        raise OutputRejectedError(
+            f"output path {relative_path!r} is not a plain relative path", path=relative_path
+        )
+    return destination.joinpath(*parts)
+
+
+def _save(chunks: Iterator[bytes], target: Path, output: SavedOutput) -> None:
+    """Stream to a temp file beside the target, check the sha256, then rename into place."""
+
+    def recorded(sha256: str) -> None:
+        if sha256 != output.sha256:
+            raise OutputStorageError(
+                f"{output.path}: its sha256 is not the one the job recorded; the file changed "
+                "after the job saved it",
+                path=output.path,
+            )
+
+    with disk_errors(target, "write"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream_to_file(target, chunks, fsync=False, size_hint=output.size_bytes, accept=recorded)

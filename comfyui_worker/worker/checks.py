@@ -1,0 +1,85 @@
+"""``main.py check``: is this worker ready to run? One line per check, worst exit code.
+
+Exit code: 0 when every check passes, else the highest of the failing checks'
+codes: 4 a template file is broken, 6 ComfyUI unreachable, 7 the output location
+is not writable, 8 LittleHorse unreachable (checked only when ``LHC_API_HOST`` is set).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from comfyui_worker.comfy.client import ComfyClient
+from comfyui_worker.errors import ComfyWorkerError, ExitCode
+from comfyui_worker.outputs.store import open_store
+from comfyui_worker.settings import ComfySettings, WorkerSettings
+from comfyui_worker.workflow.templates import TemplateSet, load_templates
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+Say = Callable[[str, str], None]
+
+
+def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None = None) -> int:
+    """Run every check, print a line each, return 0 or the most serious exit code."""
+    stream = out or sys.stdout
+
+    def say(status: str, text: str) -> None:
+        print(f"{status:<5} {text}", file=stream)
+
+    say(OK, f"settings valid (task {worker.task_name}, ComfyUI {comfy.base_url_str})")
+    codes = [
+        _guarded(say, "ComfyUI", lambda: _comfy(comfy)),
+        _guarded(say, "output", lambda: _output(comfy)),
+        _templates(load_templates(comfy.workflows_dir), say),
+    ]
+    if worker.lh_api_host:
+        codes.append(_guarded(say, "LittleHorse", lambda: _littlehorse(worker)))
+    return max(codes)
+
+
+def _guarded(say: Say, what: str, check: Callable[[], str]) -> int:
+    """Run one check: its line on success, its error and exit code on failure."""
+    try:
+        say(OK, check())
+    except ComfyWorkerError as exc:
+        say(FAIL, f"{what}: {exc.message}")
+        return exc.exit_code
+    return 0
+
+
+def _comfy(comfy: ComfySettings) -> str:
+    with ComfyClient(comfy) as client:
+        stats = client.system_stats()
+        jobs = client.has_jobs_api()
+    system = stats.get("system", {})
+    devices = ", ".join(str(d.get("name")) for d in stats.get("devices", [])) or "no devices"
+    api = "with the jobs API" if jobs else "without the jobs API"
+    return f"ComfyUI {system.get('comfyui_version', 'unknown')} reachable ({devices}; {api})"
+
+
+def _output(comfy: ComfySettings) -> str:
+    where = open_store(comfy).check_writable()
+    return f"outputs: {where} is writable"
+
+
+def _littlehorse(worker: WorkerSettings) -> str:
+    from comfyui_worker.lh.api import LittleHorse, lh_config  # gRPC loads only when asked
+
+    state = LittleHorse(lh_config(), worker.lh_address).ping(worker.task_name)
+    return f"LittleHorse at {worker.lh_address} reachable ({state})"
+
+
+def _templates(templates: TemplateSet, say: Say) -> int:
+    for name in templates.names():
+        params = templates.get(name).describe()
+        shown = ", ".join(
+            p["name"] + ("" if p["required"] else f"={p['default']!r}") for p in params
+        )
+        say(OK, f"template {name}({shown})")
+    for file, reason in templates.errors.items():
+        say(FAIL, f"template file {file}: {reason}")
+    if not templates.names() and not templates.errors:
+        say(WARN, f"no templates in {templates.directory}")
+    return ExitCode.WORKFLOW if templates.errors else 0
