@@ -25,7 +25,6 @@ from typing import NoReturn
 from comfyui_worker import logs
 from comfyui_worker.errors import ComfyWorkerError, ConfigError, ExitCode
 from comfyui_worker.jobs import args as jobs_args
-from comfyui_worker.jobs.args import pairs
 from comfyui_worker.settings import DeadlineSettings, WorkerSettings, load, load_comfy, load_worker
 
 Command = Callable[[argparse.Namespace, WorkerSettings], int]
@@ -104,9 +103,11 @@ def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """``main.py run``: one workflow, progress on stderr, result JSON on stdout."""
     import structlog
 
+    from comfyui_worker.jobs.args import image_flag
+    from comfyui_worker.jobs.input import task_from_arguments
     from comfyui_worker.run.execution import Runner
     from comfyui_worker.run.progress import Progress
-    from comfyui_worker.workflow.request import Identity, TaskPreparer, task_source
+    from comfyui_worker.workflow.request import Identity, TaskPreparer
 
     comfy = load_comfy()
     if args.output_dir is not None:
@@ -114,10 +115,9 @@ def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     preparer = TaskPreparer(comfy)
     prompt_id = str(uuid.uuid4())
     request = preparer.request(
-        task_source(args.workflow, preparer.templates.names()),
+        task_from_arguments(args, preparer.templates),
         Identity(prompt_id=prompt_id, run_key=prompt_id, fresh=True),
-        params=pairs(args.param, "--param"),
-        overrides=pairs(args.set, "--set"),
+        image_hint=image_flag,
     )
     structlog.contextvars.bind_contextvars(prompt_id=prompt_id)
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored

@@ -256,6 +256,14 @@ class NotFoundError(LittleHorseError):
     http_status = 404
 
 
+class OutputNotReadableError(TechnicalError):
+    """A job's file is not under this machine's output location, so it is not read."""
+
+    name = "output-not-readable"
+    exit_code = ExitCode.STORAGE
+    http_status = 403
+
+
 class InternalError(TechnicalError):
     """A bug: an exception no part of the worker expected. Please report it."""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -50,3 +52,18 @@ def _drop_reported_task_traces(record: logging.LogRecord) -> bool:
         message.startswith("Traceback")
         and ("LHTaskException: " in message or "comfyui_worker.errors." in message)
     )
+
+
+@contextmanager
+def outside_task() -> Iterator[None]:
+    """Log a fact of the worker (ComfyUI's version, a reconnect) without the task bound now.
+
+    Such a line is learned during some task but is not about it: carrying that task's
+    ``prompt_id`` would send a reader to the wrong prompt.
+    """
+    saved = structlog.contextvars.get_contextvars()
+    structlog.contextvars.clear_contextvars()
+    try:
+        yield
+    finally:
+        structlog.contextvars.bind_contextvars(**saved)

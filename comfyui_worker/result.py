@@ -25,7 +25,7 @@ from pydantic import (
 from comfyui_worker.bounds import bound_json, json_safe, json_size
 
 MAX_RESULT_BYTES = 256 * 1024
-TEXT_SHARE = 4  # at most 1/4 of the budget for text, 1/8 each for values and params
+TEXT_SHARE = 4  # at most 1/4 of the budget for text, 1/8 each for values, params, overrides
 
 
 class _Model(BaseModel):
@@ -79,6 +79,7 @@ class RunResult(_Model):
     skipped_temp_outputs: int
     template: str | None
     params: dict[str, Any]
+    overrides: dict[str, Any] = {}  # node_id.input -> value, as the task set them
     timings_ms: Timings
     comfyui: ComfyInfo
     worker_version: str
@@ -101,10 +102,19 @@ class RunResult(_Model):
         text, text_cut = _text_prefix(self.text, limit_bytes // TEXT_SHARE)
         values = bound_json(full["values"], limit_bytes // (2 * TEXT_SHARE))
         params = bound_json(full["params"], limit_bytes // (2 * TEXT_SHARE))
-        bounded = {**full, "text": text, "values": values, "params": params, "outputs": []}
+        overrides = bound_json(full["overrides"], limit_bytes // (2 * TEXT_SHARE))
+        bounded = {
+            **full,
+            "text": text,
+            "values": values,
+            "params": params,
+            "overrides": overrides,
+            "outputs": [],
+        }
         bounded["text_truncated"] = text_cut
         bounded["values_truncated"] = values != full["values"]
         bounded["params_truncated"] = params != full["params"]
+        bounded["overrides_truncated"] = overrides != full["overrides"]
         outputs = _outputs_prefix(full["outputs"], limit_bytes - json_size(bounded) - 200)
         bounded["outputs"] = outputs
         if len(outputs) < len(full["outputs"]):
@@ -146,9 +156,9 @@ def _utf8_prefix(text: str, budget_bytes: int) -> str:
 
 def _outputs_prefix(outputs: list[dict[str, Any]], budget_bytes: int) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
-    used = 2
+    used = 2  # the brackets
     for output in outputs:
-        size = json_size(output) + 1
+        size = json_size(output) + len(", ")  # json.dumps' default item separator
         if used + size > budget_bytes:
             break
         kept.append(output)
@@ -179,8 +189,10 @@ class ReportedResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     stored: dict[str, Any]
+    run_key: Annotated[str | None, _or(lambda: None)] = None
     template: Annotated[str | None, _or(lambda: None)] = None
     params: Annotated[dict[str, Any] | None, _or(lambda: None)] = None
+    overrides: Annotated[dict[str, Any] | None, _or(lambda: None)] = None
     outputs: Annotated[list[OnErrorOmit[SavedOutput]], _or(list)] = []
     outputs_truncated: Annotated[bool, _or(lambda: False)] = False
     manifest: Annotated[str | None, _or(lambda: None)] = None

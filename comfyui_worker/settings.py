@@ -92,10 +92,10 @@ class OutputStoreSettings(_EnvSettings):
 
     @property
     def output_location(self) -> str | None:
-        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR, else None."""
+        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR (absolute), else None."""
         if self.output_url:
             return self.output_url
-        return None if self.output_dir is None else str(self.output_dir)
+        return None if self.output_dir is None else str(self.output_dir.resolve())
 
     def store_config(self) -> dict[str, str]:
         """The object store's credentials and endpoint (the only place secrets are revealed)."""
@@ -150,8 +150,11 @@ class ComfySettings(DeadlineSettings, OutputStoreSettings, TemplateSettings):
 
     @property
     def output_location(self) -> str:
-        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR (one is set)."""
-        return self.output_url or str(self.output_dir)
+        """Where outputs go: WORKER_OUTPUT_URL, else COMFYUI_OUTPUT_DIR (one is set).
+
+        A directory is made absolute, so results name it the same from anywhere.
+        """
+        return self.output_url or str(Path(str(self.output_dir)).resolve())
 
     @field_validator("http_headers", mode="before")
     @classmethod

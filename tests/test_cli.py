@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -103,6 +104,35 @@ def test_run_with_an_input_image_envelope(comfy: FakeComfyUI, tmp_path: Path):
     done = main_py("run", str(path), env=comfy_env(comfy, tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert len(comfy.uploads) == 1 and json.loads(done.stdout)["template"] == "image_resize"
+
+
+def test_run_takes_an_image_file_and_says_how_to_give_a_missing_one(
+    comfy: FakeComfyUI, tmp_path: Path
+):
+    """``--image NAME=PATH`` as ``submit`` has it; without it, the advice is the flag."""
+    image = tmp_path / "cat.png"
+    image.write_bytes(base64.b64decode(PNG_1PX_BASE64))
+    env = comfy_env(comfy, tmp_path / "out")
+    done = main_py(
+        "run", "image_resize", "--param", "width=32", "--image", f"image={image}", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(comfy.uploads) == 1 and json.loads(done.stdout)["template"] == "image_resize"
+    missing = main_py("run", "image_resize", env=env)
+    assert missing.returncode == 4 and "--image image=PATH" in missing.stderr
+    assert "'images'" not in missing.stderr  # no task-envelope advice on the command line
+
+
+def test_run_records_the_overrides_it_applied(comfy: FakeComfyUI, tmp_path: Path):
+    """``--set`` lands in the result and in manifest.json, so the run can be reproduced."""
+    done = main_py(
+        "run", "smoke", "--set", "2.blur_radius=3", env=comfy_env(comfy, tmp_path / "out")
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["overrides"] == {"2.blur_radius": 3}
+    manifest = json.loads(Path(result["manifest"]).read_text())
+    assert manifest["overrides"] == {"2.blur_radius": 3}
 
 
 def test_invalid_workflow_exits_4_with_one_line(comfy: FakeComfyUI, tmp_path: Path):

@@ -34,7 +34,7 @@ def error_rows() -> dict[str, list[str]]:
 
 
 # Raised only by the commands and at start-up, never by a task: "retried" does not apply.
-COMMAND_ONLY = {errors.ConfigError, errors.NotFoundError}
+COMMAND_ONLY = {errors.ConfigError, errors.NotFoundError, errors.OutputNotReadableError}
 
 
 def test_the_error_table_matches_each_class():

@@ -17,6 +17,7 @@ from comfyui_worker.jobs.model import STATUS_FILTERS
 from comfyui_worker.settings import is_lane_name
 from comfyui_worker.workflow import jsonsafe
 
+JOB_ID = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")  # LittleHorse's WfRun ids
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -24,6 +25,16 @@ def lane_name(value: str) -> str:
     """``--lane``: kebab-case, as it becomes part of TaskDef and WfSpec names."""
     if not is_lane_name(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a kebab-case lane name (e.g. urgent)")
+    return value
+
+
+def job_id(value: str) -> str:
+    """``--id``: LittleHorse takes letters, digits and inner hyphens as a WfRun id."""
+    if len(value) > 128 or not JOB_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a job id: letters, digits and hyphens inside (not first or "
+            "last), at most 128 characters, e.g. order-4711"
+        )
     return value
 
 
@@ -57,16 +68,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def task_arguments(parser: argparse.ArgumentParser) -> None:
-    """What a task is made of, alike for ``run`` and ``submit``: workflow, params, overrides."""
+    """What a task is made of, alike for ``run`` and ``submit``: graph, params, images."""
     parser.add_argument(
         "workflow", help="a graph, template or task JSON file, or a template name (e.g. smoke)"
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
-
-
-def _submit(parser: argparse.ArgumentParser) -> None:
-    task_arguments(parser)
     parser.add_argument(
         "--image",
         action="append",
@@ -75,7 +82,18 @@ def _submit(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=PATH",
         help="an input image file",
     )
-    parser.add_argument("--id", help="the job's id: submitting the same id again runs it once")
+
+
+def image_flag(name: str) -> str:
+    """How the command line gives a missing image (``params.ImageHint``)."""
+    return f"give it with --image {name}=PATH"
+
+
+def _submit(parser: argparse.ArgumentParser) -> None:
+    task_arguments(parser)
+    parser.add_argument(
+        "--id", type=job_id, help="the job's id: submitting the same id again runs it once"
+    )
     _lane(parser)
     _follow(parser)
     parser.add_argument(
@@ -98,7 +116,7 @@ def _jobs(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true", help="print JSON")
     retry = actions.add_parser("retry", help="run a job again with the same input")
     retry.add_argument("id")
-    retry.add_argument("--id", dest="new_id", help="the new job's id (idempotent)")
+    retry.add_argument("--id", dest="new_id", type=job_id, help="the new job's id (idempotent)")
     _follow(retry)
     cancel = actions.add_parser("cancel", help="stop a job; its prompt is cancelled in ComfyUI")
     cancel.add_argument("id")

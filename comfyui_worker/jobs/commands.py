@@ -14,17 +14,16 @@ from pathlib import Path
 
 from comfyui_worker.errors import ExitCode
 from comfyui_worker.jobs import text
-from comfyui_worker.jobs.args import pairs
+from comfyui_worker.jobs.args import image_flag
 from comfyui_worker.jobs.client import JobQuery, Jobs
 from comfyui_worker.jobs.follow import follow, outcome
-from comfyui_worker.jobs.input import build_task_input, read_image
+from comfyui_worker.jobs.input import check_parameters, task_from_arguments
 from comfyui_worker.jobs.model import FINISHED, STATUS_FILTERS, JobStatus
 from comfyui_worker.jobs.outputs import OutputReader
 from comfyui_worker.jobs.settings import JobsSettings
 from comfyui_worker.lh import lanes
 from comfyui_worker.lh.api import LittleHorse, lh_config
 from comfyui_worker.settings import WorkerSettings, load
-from comfyui_worker.workflow.request import task_source
 from comfyui_worker.workflow.templates import load_templates
 
 
@@ -44,12 +43,9 @@ def run(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 def _submit(args: argparse.Namespace, jobs: Jobs) -> int:
     settings = load(JobsSettings)
-    task_input = build_task_input(
-        task_source(args.workflow, load_templates(settings.workflows_dir).names()),
-        params=pairs(args.param, "--param"),
-        overrides=pairs(args.set, "--set"),
-        images={name: read_image(name, path) for name, path in args.image},
-    )
+    templates = load_templates(settings.workflows_dir)
+    task_input = task_from_arguments(args, templates)
+    check_parameters(task_input, templates, image_flag)
     submitted = jobs.submit(task_input, wf_spec=_wf_spec(args), job_id=args.id)
     again = "" if submitted.created else " (it existed already, with this same input)"
     if not (args.wait or args.download):

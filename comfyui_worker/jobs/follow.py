@@ -34,15 +34,26 @@ def follow(
 def changes(before: Job | None, after: Job) -> list[str]:
     """What happened between two reads of a job, one line per event."""
     seen = {a.number: a.status for a in before.attempts} if before else {}
-    lines = [
-        describe(attempt, after)
-        for attempt in after.attempts
-        if seen.get(attempt.number) != attempt.status
-    ]
+    lines = []
+    for attempt in after.attempts:
+        was = seen.get(attempt.number)
+        if was == attempt.status:
+            continue
+        if _started_unseen(was, attempt):  # it ran between two reads: say where, too
+            lines.append(describe(attempt.model_copy(update={"status": "TASK_RUNNING"}), after))
+        lines.append(describe(attempt, after))
     moved = before is None or before.status != after.status
     if moved and after.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         lines.append(outcome(after))
     return [line for line in lines if line]
+
+
+def _started_unseen(was: str | None, attempt: Attempt) -> bool:
+    """An attempt that ended before any read saw it running (a task shorter than a poll)."""
+    not_yet = (None, "TASK_PENDING", "TASK_SCHEDULED")
+    return (
+        was in not_yet and attempt.status not in (*not_yet, "TASK_RUNNING") and bool(attempt.worker)
+    )
 
 
 def describe(attempt: Attempt, job: Job) -> str:

@@ -8,12 +8,17 @@ Images travel base64 in the envelope's ``images``.
 
 from __future__ import annotations
 
+import argparse
 import base64
 from pathlib import Path
 from typing import Any
 
 from comfyui_worker.errors import InvalidWorkflowError
+from comfyui_worker.jobs.args import pairs
+from comfyui_worker.workflow.params import ImageHint, envelope_hint
+from comfyui_worker.workflow.request import task_source
 from comfyui_worker.workflow.taskinput import parse_task_input
+from comfyui_worker.workflow.templates import Template, TemplateSet, plan
 
 
 def build_task_input(
@@ -40,6 +45,32 @@ def build_task_input(
     return body
 
 
+def check_parameters(
+    task_input: dict[str, Any], templates: TemplateSet, image_hint: ImageHint = envelope_hint
+) -> None:
+    """Refuse, before any job exists, parameters and overrides the worker would refuse.
+
+    The same check the worker makes (``templates.plan``): unknown names with a "did you
+    mean", values of the wrong type, missing required parameters and images. A template
+    this machine does not have is left to the worker, which still checks everything.
+    """
+    task = parse_task_input(task_input)
+    if task.template is not None and task.template not in templates:
+        return
+    template = (
+        templates.get(task.template)
+        if task.template is not None
+        else Template.from_graph(task.workflow, name="workflow")
+    )
+    plan(
+        template,
+        task.params,
+        task.overrides,
+        image_names=task.image_names,
+        image_hint=image_hint,
+    )
+
+
 def read_image(name: str, path: Path) -> str:
     """An image file as base64, for ``--image NAME=PATH``."""
     try:
@@ -49,3 +80,13 @@ def read_image(name: str, path: Path) -> str:
             f"image {name!r}: cannot read {path}: {exc.strerror}", image=name, file=str(path)
         ) from None
     return base64.b64encode(data).decode("ascii")
+
+
+def task_from_arguments(args: argparse.Namespace, templates: TemplateSet) -> dict[str, Any]:
+    """The task input ``run`` and ``submit`` build from their arguments."""
+    return build_task_input(
+        task_source(args.workflow, templates.names()),
+        params=pairs(args.param, "--param"),
+        overrides=pairs(args.set, "--set"),
+        images={name: read_image(name, path) for name, path in args.image},
+    )

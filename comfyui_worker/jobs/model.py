@@ -131,6 +131,7 @@ class Job(_Model):
     total_s: float
     template: str | None = None
     params: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}  # node_id.input -> value the job set directly
     input: dict[str, Any] = {}  # the task input, with image bytes elided
     result: ReportedResult | None = None
     outputs: list[SavedOutput] = []

@@ -1,10 +1,12 @@
 """Read a job's output files back: only files its result lists, only from the output location.
 
-``submit --download`` and the jobs page both come here. A result is data from
-LittleHorse, so its paths are not trusted: a local path is served only if it
-resolves inside the worker's output directory (``COMFYUI_OUTPUT_DIR`` /
-``WORKER_OUTPUT_URL``), an ``s3://`` URL only if it lies under the configured bucket
-and prefix, read with the worker's own ``AWS_*`` settings.
+``submit --download`` and the jobs page both come here. A file is found by what means
+the same on every machine: this machine's output location (``COMFYUI_OUTPUT_DIR`` /
+``WORKER_OUTPUT_URL``), then the job's run key, then the file's relative path; so a
+worker that wrote ``./output`` and a page started elsewhere with the same directory
+agree. A result is data from LittleHorse, so it is not trusted: a path that would leave
+the location (``..``, an absolute path, another bucket) is ``output-not-readable``.
+Objects are read with this machine's own ``AWS_*`` settings.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from typing import Any
 import obstore
 from pydantic import ValidationError
 
-from comfyui_worker.errors import ConfigError, OutputRejectedError, OutputStorageError
+from comfyui_worker.errors import (
+    ConfigError,
+    OutputNotReadableError,
+    OutputRejectedError,
+    OutputStorageError,
+)
 from comfyui_worker.jobs.model import Job
 from comfyui_worker.jobs.settings import JobsSettings
+from comfyui_worker.outputs.collect import MANIFEST
 from comfyui_worker.outputs.objstore import ObjectStore, is_object_url
 from comfyui_worker.outputs.store import disk_errors, stream_to_file
 from comfyui_worker.result import SavedOutput
@@ -35,6 +43,27 @@ class OutputReader:
     def __init__(self, settings: JobsSettings) -> None:
         self.settings = settings
         self._store: ObjectStore | None = None
+
+    def locate(self, job: Job, relative: str, recorded: str) -> str:
+        """Where a job's file is here: ``<location>/<run key>/<relative>``.
+
+        ``recorded`` (the path the worker wrote down) is used only for a result that
+        names no run key (written by an older worker).
+        """
+        run_key = job.result.run_key if job.result is not None else None
+        location = self.settings.output_location
+        if run_key is None or location is None:
+            return recorded
+        parts = [*_plain_parts(run_key), *_plain_parts(relative)]
+        if is_object_url(location):
+            return "/".join([location.rstrip("/"), *parts])
+        return str(Path(location.removeprefix("file://")).joinpath(*parts))
+
+    def open_output(
+        self, job: Job, output: SavedOutput
+    ) -> contextlib.AbstractContextManager[Iterator[bytes]]:
+        """One of the job's outputs, found under this machine's location."""
+        return self.open(self.locate(job, output.relative_path, output.path))
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[Iterator[bytes]]:
@@ -52,7 +81,7 @@ class OutputReader:
         result = job.result
         if result is None or not result.outputs_truncated or result.manifest is None:
             return list(job.outputs)
-        manifest = result.manifest
+        manifest = self.locate(job, MANIFEST, result.manifest)
         with self.open(manifest) as chunks:
             data = _read_capped(chunks, MAX_MANIFEST_BYTES, manifest)
         listed: Any = json.loads(data).get("outputs", [])
@@ -66,7 +95,7 @@ class OutputReader:
         written = []
         for output in self.outputs(job):
             target = _target(destination, output.relative_path)
-            with self.open(output.path) as chunks:
+            with self.open_output(job, output) as chunks:
                 _save(chunks, target, output)
             written.append(target)
         return written
@@ -81,7 +110,7 @@ class OutputReader:
         root = Path(location.removeprefix("file://")).resolve()
         resolved = path.resolve()
         if not resolved.is_relative_to(root):
-            raise OutputRejectedError(
+            raise OutputNotReadableError(
                 f"{path} is outside the output directory {root}; only files there are read",
                 path=str(path),
             )
@@ -92,7 +121,7 @@ class OutputReader:
         store = self._object_store(url)
         key = store.key_in(url)
         if key is None:
-            raise OutputRejectedError(
+            raise OutputNotReadableError(
                 f"{url} is outside {store.location}; only objects there are read", path=url
             )
         with store.errors("read", key):
@@ -124,6 +153,16 @@ def _read_capped(chunks: Iterator[bytes], limit: int, what: str) -> bytes:
         if len(data) > limit:
             raise OutputRejectedError(f"{what} is larger than {limit} bytes", path=what)
     return bytes(data)
+
+
+def _plain_parts(relative: str) -> list[str]:
+    """A result's relative path as segments; anything that could leave the location refused."""
+    path = PurePosixPath(relative)
+    if not path.parts or path.is_absolute() or ".." in path.parts or "\\" in relative:
+        raise OutputNotReadableError(
+            f"{relative!r} is not a plain relative path; it is not read", path=relative
+        )
+    return list(path.parts)
 
 
 def _target(destination: Path, relative_path: str) -> Path:

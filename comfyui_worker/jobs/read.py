@@ -81,6 +81,7 @@ def build_job(
         total_s=_seconds(created, ended or now),
         template=template,
         params=params,
+        overrides=_overrides(workflow, result),
         input=elide_images(workflow) if isinstance(workflow, dict) else {},
         result=result,
         outputs=result.outputs if result is not None else [],
@@ -226,6 +227,15 @@ def _template_and_params(
         template = result.template or template
         params = result.params if result.params is not None else params
     return template, dict(params or {})
+
+
+def _overrides(workflow: Any, result: ReportedResult | None) -> dict[str, Any]:
+    """The overrides the run recorded, else those of its input."""
+    if result is not None and result.overrides is not None:
+        return result.overrides
+    source = workflow if isinstance(workflow, dict) else {}
+    given = source.get("overrides")
+    return dict(given) if isinstance(given, dict) else {}
 
 
 def _time(message: Any, field: str) -> datetime | None:

@@ -43,6 +43,8 @@ def details(job: Job, retries: list[str]) -> str:
     lines += _timings(job)
     lines += _field("template", job.template or "(a graph)")
     lines += _field("params", params_text(job.params) or "-")
+    if job.overrides:
+        lines += _field("overrides", params_text(job.overrides))
     lines += _field("input", json.dumps(job.input, ensure_ascii=False)[:2000])
     if job.error:
         lines += _error(job)

@@ -27,6 +27,7 @@ from comfyui_worker.comfy.waiting import (
     cancel_quietly,
 )
 from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError
+from comfyui_worker.logs import outside_task
 from comfyui_worker.outputs.collect import MANIFEST, collect
 from comfyui_worker.outputs.download import Downloader
 from comfyui_worker.outputs.early import EarlySaver
@@ -103,7 +104,8 @@ class Runner:
         """Ask ComfyUI its version and API generation (at start and after a reconnect)."""
         info = self.client.server_info()
         self._learned = True
-        log.info("comfy.server_info", version=info.version, jobs_api=info.jobs_api)
+        with outside_task():
+            log.info("comfy.server_info", version=info.version, jobs_api=info.jobs_api)
         return info
 
     def known_server(self) -> ServerInfo:
@@ -274,6 +276,7 @@ class Runner:
             skipped_temp_outputs=collected.skipped_temp,
             template=request.template,
             params=request.params,
+            overrides=request.overrides,
             timings_ms=_timings(entry, clock),
             comfyui=ComfyInfo(base_url=server.base_url, version=server.info.version),
             worker_version=__version__,

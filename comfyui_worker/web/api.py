@@ -112,8 +112,8 @@ class UiApi:
     @contextlib.contextmanager
     def output(self, job_id: str, index: int) -> Iterator[tuple[SavedOutput, Iterator[bytes]]]:
         """Output ``index`` of the job's result, and its bytes."""
-        outputs = self.jobs.get(job_id, cached=True).outputs
-        if not 0 <= index < len(outputs):
+        job = self.jobs.get(job_id, cached=True)
+        if not 0 <= index < len(job.outputs):
             raise NotFoundError(f"job {job_id} has no output {index}")
-        with self.reader.open(outputs[index].path) as chunks:
-            yield outputs[index], chunks
+        with self.reader.open_output(job, job.outputs[index]) as chunks:
+            yield job.outputs[index], chunks

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -248,13 +248,26 @@ class _Resolution:
     missing: list[ParamSpec]
 
 
+ImageHint = Callable[[str], str]  # image name -> how this caller gives one
+
+
+def envelope_hint(name: str) -> str:
+    """How a task input gives an image: the envelope's ``images`` list."""
+    return f'add {{"name": "{name}", ...}} to \'images\''
+
+
 def resolve(
     specs: Mapping[str, ParamSpec],
     params: Mapping[str, Any],
     image_names: Collection[str],
     label: str,
+    image_hint: ImageHint = envelope_hint,
 ) -> dict[str, Any]:
-    """Check the caller's parameters; return every value the graph will receive."""
+    """Check the caller's parameters; return every value the graph will receive.
+
+    ``image_hint`` says how this caller adds a missing image (the envelope, ``--image``,
+    the page's file field), so the advice is one the caller can follow.
+    """
     known = sorted(specs)
     unknown = [name for name in params if name not in specs]
     found = _Resolution(
@@ -263,7 +276,7 @@ def resolve(
     for spec in specs.values():
         _resolve_one(spec, params, image_names, found)
     if found.missing:
-        names = ", ".join(map(_missing_text, found.missing))
+        names = ", ".join(_missing_text(spec, image_hint) for spec in found.missing)
         found.problems.insert(0, "missing required parameters: " + names)
     if found.problems:
         shown = capped(found.problems)
@@ -300,9 +313,9 @@ def _seeded(spec: ParamSpec, value: Any) -> Any:
     return draw_seed() if spec.random and value == RANDOM_SEED else value
 
 
-def _missing_text(spec: ParamSpec) -> str:
+def _missing_text(spec: ParamSpec, image_hint: ImageHint) -> str:
     """One missing parameter, with what kind of value it wants."""
     if spec.type == "image":
-        return f"'{spec.name}' (image: add {{\"name\": \"{spec.name}\", ...}} to 'images')"
+        return f"'{spec.name}' (image: {image_hint(spec.name)})"
     about = f": {spec.description}" if spec.description and spec.declared else ""
     return f"'{spec.name}' ({spec.type}{about})"

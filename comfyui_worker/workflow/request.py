@@ -20,6 +20,7 @@ from comfyui_worker.settings import ComfySettings
 from comfyui_worker.workflow import jsonsafe
 from comfyui_worker.workflow.graph import Graph, fingerprint
 from comfyui_worker.workflow.images import ResolvedImage, resolve_images
+from comfyui_worker.workflow.params import ImageHint, envelope_hint
 from comfyui_worker.workflow.suggest import did_you_mean, quote_list
 from comfyui_worker.workflow.taskinput import parse_task_input
 from comfyui_worker.workflow.templates import Template, TemplateSet, load_templates, plan
@@ -38,6 +39,7 @@ class RunRequest:
     fresh: bool = False  # no earlier delivery can have queued it (first attempt, new id)
     uploads: Sequence[ResolvedImage] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # as given, to be recorded
     template: str | None = None
 
     @cached_property
@@ -80,6 +82,7 @@ class TaskPreparer:
         *,
         params: dict[str, Any] | None = None,
         overrides: dict[str, Any] | None = None,
+        image_hint: ImageHint = envelope_hint,
     ) -> RunRequest:
         """Parse the input, check its parameters, fetch its images, render (one walk)."""
         task = parse_task_input(obj)
@@ -92,6 +95,7 @@ class TaskPreparer:
             {**task.params, **(params or {})},
             {**task.overrides, **(overrides or {})},
             image_names=task.image_names,
+            image_hint=image_hint,
         )
         images = resolve_images(
             task.images,
@@ -108,6 +112,7 @@ class TaskPreparer:
             fresh=identity.fresh,
             uploads=images,
             params=rendered.params,
+            overrides=dict(planned.overrides),
             template=task.template,
         )
 

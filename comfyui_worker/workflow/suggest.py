@@ -12,6 +12,9 @@ from collections.abc import Iterable
 
 LIST_LIMIT = 10
 MAX_CHOICES_SCANNED = 5_000  # difflib is quadratic per pair; huge candidate sets are cut
+# how alike a suggestion must be (difflib's ratio): a typo is (colour/color 0.91, sed/seed
+# 0.86), a different word sharing letters is not (NoSuchNode/LossGraphNode 0.61)
+SIMILARITY_CUTOFF = 0.75
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -21,7 +24,9 @@ def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
         if index >= MAX_CHOICES_SCANNED:
             break
         by_lower.setdefault(choice.lower(), choice)
-    found = difflib.get_close_matches(word.lower()[:200], list(by_lower), n=n, cutoff=0.6)
+    found = difflib.get_close_matches(
+        word.lower()[:200], list(by_lower), n=n, cutoff=SIMILARITY_CUTOFF
+    )
     return [by_lower[match] for match in found]
 
 

@@ -26,9 +26,11 @@ from comfyui_worker.workflow.overrides import apply_overrides, check_overrides
 from comfyui_worker.workflow.params import (
     PARAMS_KEY,
     DeclarationError,
+    ImageHint,
     ParamSpec,
     check_used,
     discover,
+    envelope_hint,
     parse_declarations,
     resolve,
 )
@@ -194,15 +196,17 @@ def plan(
     overrides: Mapping[str, Any] | None = None,
     *,
     image_names: Collection[str] = frozenset(),
+    image_hint: ImageHint = envelope_hint,
 ) -> Plan:
     """Check parameters and overrides against a template (every mistake named, no walk).
 
     ``image_names`` are input images, bound when rendering: their ``{{name}}``
-    placeholders are not demanded as parameters.
+    placeholders are not demanded as parameters. ``image_hint`` phrases the advice for
+    a missing one in the caller's terms.
     """
     if not isinstance(template, Template):
         template = Template.from_graph(template)
-    values = resolve(template.params, params or {}, image_names, template.label)
+    values = resolve(template.params, params or {}, image_names, template.label, image_hint)
     if overrides:
         check_overrides(template.graph, overrides)
     return Plan(template, values, dict(overrides or {}), image_names)

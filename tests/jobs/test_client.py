@@ -134,6 +134,15 @@ def test_following_a_job_reports_the_retry_and_the_outcome(stub, jobs):
     assert changes(job, job) == []
 
 
+def test_an_attempt_that_ran_between_two_reads_still_says_where_it_started(stub, jobs):
+    """A task shorter than a poll: the first read sees it done, and names its worker."""
+    job = jobs.get(run(stub, "ok"))
+    lines = changes(None, job)
+    assert lines[0] == f"attempt 1/{job.max_attempts}: started on worker {job.attempts[0].worker}"
+    assert lines[1].startswith("attempt 1/") and "finished in" in lines[1]
+    assert lines[-1].startswith(f"job {job.id} completed")
+
+
 def test_retry_repeats_the_input_and_is_findable_by_what_it_retries(stub, jobs):
     """A retry is a new WfRun with the same input and retry_of set; LittleHorse finds it by that."""
     failed = run(stub, "fail")

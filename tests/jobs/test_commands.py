@@ -141,6 +141,23 @@ def test_errors_are_one_line_with_their_own_exit_codes(stack, tmp_path):
 
 
 @pytest.mark.slow
+def test_parameters_are_checked_before_any_job_exists(stack, tmp_path):
+    """A misspelt, mistyped or missing parameter exits 4 as ``run`` would, and starts nothing."""
+    typo = stack.main("submit", "smoke", "--param", "colour=3")
+    assert (
+        typo.returncode == 4 and "unknown parameter 'colour' (did you mean 'color'?)" in typo.stderr
+    )
+    wrong = stack.main("submit", "smoke", "--param", "color=red")
+    assert wrong.returncode == 4 and "parameter 'color'" in wrong.stderr
+    no_image = stack.main("submit", "image_resize")
+    assert no_image.returncode == 4 and "--image image=PATH" in no_image.stderr
+    bad_id = stack.main("submit", "smoke", "--id", "bad id!")
+    assert bad_id.returncode == 2 and "letters, digits and hyphens" in bad_id.stderr
+    listed = stack.main("jobs", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+@pytest.mark.slow
 def test_the_urgent_lane_is_served_only_by_its_own_workers(stack, comfy, tmp_path):
     """register --lane urgent; a worker on the lane's TaskDef takes urgent jobs, the default one never."""
     stack.register("--lane", "urgent")

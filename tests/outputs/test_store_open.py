@@ -27,6 +27,16 @@ def test_a_directory_is_the_default(tmp_path: Path):
     assert isinstance(open_store(make_settings("http://c", tmp_path)), LocalStore)
 
 
+def test_a_relative_directory_is_stored_as_an_absolute_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``COMFYUI_OUTPUT_DIR=./output``: results name the directory the same from anywhere."""
+    monkeypatch.chdir(tmp_path)
+    store = open_store(make_settings("http://c", Path("output")))
+    run = store.run("wf-1/g")
+    assert run.location == str(tmp_path / "output" / "wf-1" / "g")
+
+
 def test_an_s3_url_opens_an_object_store(tmp_path: Path):
     """s3://bucket/prefix with AWS_* credentials gives the object store (nothing contacted)."""
     settings = make_settings(

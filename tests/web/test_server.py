@@ -120,7 +120,7 @@ def test_an_output_outside_the_output_dir_is_never_served(stub, page):
     job_id = submit(page, params={"mode": "escape"})
     stub.wait_done(job_id)
     answer = page.get(f"/api/jobs/{job_id}/outputs/0")
-    assert answer.status_code == 403 and answer.json()["error"] == "output-rejected"
+    assert answer.status_code == 403 and answer.json()["error"] == "output-not-readable"
 
 
 @pytest.mark.parametrize(

@@ -202,10 +202,9 @@ function errorLine(job) {
 }
 
 function facts(job) {
-  const rows = [
-    ["Job", job.id], ["Lane", job.lane], ["Params", paramsText(job.params)],
-    ["Queued", seconds(job.queued_s)], ["Ran", seconds(job.run_s)], ["Total", seconds(job.total_s)],
-  ];
+  const rows = [["Job", job.id], ["Lane", job.lane], ["Params", paramsText(job.params)]];
+  if (Object.keys(job.overrides || {}).length) rows.push(["Overrides", paramsText(job.overrides)]);
+  rows.push(["Queued", seconds(job.queued_s)], ["Ran", seconds(job.run_s)], ["Total", seconds(job.total_s)]);
   if (job.error && job.error.node_id) rows.push(["Node", `${job.error.node_id} (${job.error.node_type || "?"})`]);
   if (job.retry_of) rows.push(["Retry of", job.retry_of]);
   return el("dl", { className: "facts" }, ...rows.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: String(value) })]));
