@@ -123,6 +123,7 @@ def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
         signal.signal(signum, _interrupt)
     with Runner(comfy) as runner:
+        runner.store.check_writable()  # as the worker does: no GPU work for outputs with no home
         try:
             result = runner.run(request, on_event=Progress(request.graph))
         except KeyboardInterrupt:

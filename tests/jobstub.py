@@ -105,7 +105,11 @@ class StubLittleHorse:
                 )
             if mode == "down" or (mode == "flaky" and ctx.attempt_number == 0):
                 raise RuntimeError("comfyui-unavailable: ComfyUI at http://gpu-1 is unreachable")
-            if mode == "hold":
+            if mode == "hold":  # its prompt "runs": recorded as the worker records one
+                submission = {"comfyui_url": "http://gpu-1", "prompt_id": "p", "worker_id": "stub"}
+                await ctx.execute_and_checkpoint(
+                    lambda _ctx: {**submission, "attempt": ctx.attempt_number}
+                )
                 await asyncio.to_thread(self._wait_stopped, ctx.wf_run_id.id)
                 content = {"error": "execution-interrupted", "message": "the job was cancelled"}
                 raise LHTaskException(

@@ -13,8 +13,10 @@ import pytest
 
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
+from fakes.seaweed import SeaweedS3
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
+from tests.outputs.test_store_open import s3_env
 
 # `main.py` as a subprocess, a fresh interpreter each time.
 pytestmark = pytest.mark.slow
@@ -135,6 +137,20 @@ def test_run_records_the_overrides_it_applied(comfy: FakeComfyUI, tmp_path: Path
     assert manifest["overrides"] == {"2.blur_radius": 3}
 
 
+def test_run_with_a_store_it_cannot_write_submits_nothing(
+    comfy: FakeComfyUI, seaweed: SeaweedS3, tmp_path: Path
+):
+    """Wrong S3 credentials: exit 7 before the graph reaches ComfyUI, as the worker would."""
+    env = {
+        **comfy_env(comfy, tmp_path / "out"),
+        **s3_env(seaweed, "cli-bad", AWS_SECRET_ACCESS_KEY="not-the-secret"),
+    }
+    done = main_py("run", "smoke", env=env)
+    assert done.returncode == 7, done.stderr
+    assert done.stderr.startswith("error [output-storage-failed]:")
+    assert comfy.submitted == []
+
+
 def test_invalid_workflow_exits_4_with_one_line(comfy: FakeComfyUI, tmp_path: Path):
     """A UI-format file exits 4 with one clear error line and nothing on stdout."""
     path = tmp_path / "ui.json"
@@ -192,6 +208,18 @@ def test_check_reports_comfyui_output_dir_and_templates(comfy: FakeComfyUI, tmp_
     assert "ComfyUI 0.3.64 reachable" in done.stdout
     assert "is writable" in done.stdout
     assert "template smoke(" in done.stdout and "template image_resize(image" in done.stdout
+
+
+def test_check_names_the_templates_this_comfyui_cannot_run(comfy: FakeComfyUI, tmp_path: Path):
+    """A template whose model is not installed is a warning naming the model; smoke stays ok."""
+    comfy.checkpoints = []
+    done = main_py("check", env=comfy_env(comfy, tmp_path / "out"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    [sdxl] = [line for line in done.stdout.splitlines() if "template txt2img_sdxl(" in line]
+    assert sdxl.startswith("warn") and "cannot run on this ComfyUI" in sdxl
+    assert "sd_xl_base_1.0.safetensors" in sdxl and "no checkpoints installed" in sdxl
+    [smoke] = [line for line in done.stdout.splitlines() if "template smoke(" in line]
+    assert smoke.startswith("ok")
 
 
 def test_check_fails_when_comfyui_is_down_or_a_template_is_broken(tmp_path: Path):

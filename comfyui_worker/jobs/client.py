@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from littlehorse import to_variable_value
 from littlehorse.model import (
+    CheckpointId,
     GetLatestWfSpecRequest,
     LHStatus,
     ListNodeRunsRequest,
@@ -24,6 +25,8 @@ from littlehorse.model import (
     RunWfRequest,
     SearchWfRunRequest,
     StopWfRunRequest,
+    TaskRun,
+    TaskStatus,
     VariableMatch,
     WfRun,
     WfRunId,
@@ -33,7 +36,13 @@ from pydantic import BaseModel, ConfigDict
 from comfyui_worker.bounds import json_size
 from comfyui_worker.errors import InvalidWorkflowError, LittleHorseError, NotFoundError
 from comfyui_worker.jobs.model import ACTIVE, Job, JobInput, JobStatus
-from comfyui_worker.jobs.read import TERMINAL, build_job, entry_values, value_of
+from comfyui_worker.jobs.read import (
+    TERMINAL,
+    build_job,
+    entry_values,
+    submission_attempt,
+    value_of,
+)
 from comfyui_worker.lh.api import LittleHorse
 from comfyui_worker.lh.wfspec import RETRY_OF_VAR, WF_SPEC_NAME, WORKFLOW_VAR
 
@@ -47,6 +56,7 @@ MAX_RETRIES_LISTED = 50
 # Which WfRun statuses to search for each job status (a cancelled job's WfRun stays RUNNING).
 SEARCHED: dict[JobStatus, tuple[Any, ...]] = {
     JobStatus.QUEUED: (LHStatus.RUNNING,),
+    JobStatus.WAITING: (LHStatus.RUNNING,),
     JobStatus.RUNNING: (LHStatus.RUNNING,),
     JobStatus.CANCELLING: (LHStatus.RUNNING, LHStatus.HALTING),
     JobStatus.CANCELLED: (LHStatus.RUNNING, LHStatus.HALTED),
@@ -145,15 +155,39 @@ class Jobs:
                 return hit
         wf_run = self._wf_run(job_id)
         run_id = WfRunId(id=job_id)
+        task_runs = self.lh.call("ListTaskRuns", ListTaskRunsRequest(wf_run_id=run_id)).results
         job = build_job(
             wf_run,
             self.lh.call("ListNodeRuns", ListNodeRunsRequest(wf_run_id=run_id)).results,
             self.lh.call("ListVariables", ListVariablesRequest(wf_run_id=run_id)).results,
-            self.lh.call("ListTaskRuns", ListTaskRunsRequest(wf_run_id=run_id)).results,
+            task_runs,
+            submitted_at=self._submitted_at(task_runs),
         )
         if wf_run.status in TERMINAL:
             self._remember(job)
         return job
+
+    def _submitted_at(self, task_runs: list[TaskRun]) -> datetime | None:
+        """When a running attempt recorded its prompt with LittleHorse, if it has.
+
+        The worker checkpoints each submission just before the POST to ComfyUI, so a
+        claimed attempt without one is still waiting for its GPU (with one slot, the
+        SDK holds a second claimed task until the first is done). Newest first.
+        """
+        for task_run in task_runs:
+            if not task_run.attempts or task_run.attempts[-1].status != TaskStatus.TASK_RUNNING:
+                continue
+            current = len(task_run.attempts) - 1
+            for number in reversed(range(task_run.total_checkpoints)):
+                checkpoint_id = CheckpointId(task_run=task_run.id, checkpoint_number=number)
+                try:
+                    checkpoint = self.lh.call("GetCheckpoint", checkpoint_id)
+                except NotFoundError:
+                    continue
+                if submission_attempt(value_of(checkpoint.value)) == current:
+                    stamp: datetime = checkpoint.created_at.ToDatetime(tzinfo=UTC)
+                    return stamp
+        return None
 
     def input_of(self, job_id: str) -> JobInput:
         """The job's WfSpec, its task input exactly as submitted, and what it retries."""

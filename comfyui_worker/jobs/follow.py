@@ -43,7 +43,7 @@ def changes(before: Job | None, after: Job) -> list[str]:
             lines.append(describe(attempt.model_copy(update={"status": "TASK_RUNNING"}), after))
         lines.append(describe(attempt, after))
     moved = before is None or before.status != after.status
-    if moved and after.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+    if moved and after.status not in (JobStatus.QUEUED, JobStatus.WAITING, JobStatus.RUNNING):
         lines.append(outcome(after))
     return [line for line in lines if line]
 

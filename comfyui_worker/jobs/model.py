@@ -23,20 +23,22 @@ class JobStatus(StrEnum):
     """Where a job is, in the words of a queue rather than of LittleHorse."""
 
     QUEUED = "queued"  # no worker has its current attempt yet (or a retry waits its backoff)
-    RUNNING = "running"  # a worker claimed the current attempt
+    WAITING = "waiting"  # a worker claimed it; no prompt in ComfyUI yet (waiting for the GPU)
+    RUNNING = "running"  # its prompt is in ComfyUI (the attempt recorded its submission)
     CANCELLING = "cancelling"  # stopped; the running attempt has not reported back yet
     CANCELLED = "cancelled"
     COMPLETED = "completed"
     FAILED = "failed"
 
 
-ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING})
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.WAITING, JobStatus.RUNNING, JobStatus.CANCELLING})
 FINISHED = frozenset({JobStatus.CANCELLED, JobStatus.COMPLETED, JobStatus.FAILED})
 
 #: What ``jobs --status WORD`` lists: one status, or a group (LittleHorse's words too).
 STATUS_FILTERS: dict[str, frozenset[JobStatus]] = {
     "active": ACTIVE,
     "queued": frozenset({JobStatus.QUEUED}),
+    "waiting": frozenset({JobStatus.WAITING}),
     "running": frozenset({JobStatus.RUNNING}),
     "cancelling": frozenset({JobStatus.CANCELLING}),
     "cancelled": frozenset({JobStatus.CANCELLED}),

@@ -54,15 +54,24 @@ def build_job(
     variables: Iterable[Variable],
     task_runs: Iterable[TaskRun],
     now: datetime | None = None,
+    submitted_at: datetime | None = None,
 ) -> Job:
-    """One job from its WfRun, NodeRuns, Variables and TaskRuns."""
+    """One job from its WfRun, NodeRuns, Variables and TaskRuns.
+
+    ``submitted_at`` is when the running attempt recorded its prompt (its checkpoint):
+    before that it is waiting for the GPU, and its run counts from then.
+    """
     now = now or datetime.now(UTC)
     values = entry_values(variables)
     task_run = next(iter(sorted(task_runs, key=lambda t: t.id.task_guid)), None)
     attempts = [_attempt(n, a) for n, a in enumerate(task_run.attempts)] if task_run else []
     status = _status(wf_run, task_run)
+    if status == JobStatus.RUNNING and submitted_at is None:
+        status = JobStatus.WAITING
     created = _time(wf_run, "start_time") or now
     started = next((a.started_at for a in attempts if a.started_at), None)
+    if status == JobStatus.RUNNING and len(attempts) == 1:
+        started = submitted_at  # "ran" counts from the prompt, not from the claim
     ended = _ended(wf_run, status, attempts)
     workflow = values.get(WORKFLOW_VAR)
     result = ReportedResult.read(values.get(RESULT_VAR))
@@ -77,7 +86,7 @@ def build_job(
         started_at=started,
         ended_at=ended,
         queued_s=_seconds(created, started or ended or now),
-        run_s=_seconds(started, ended or now) if started else None,
+        run_s=_seconds(started, ended or now) if started and status != JobStatus.WAITING else None,
         total_s=_seconds(created, ended or now),
         template=template,
         params=params,
@@ -90,6 +99,13 @@ def build_job(
         max_attempts=task_run.total_attempts if task_run else 1,
         attempts=attempts,
     )
+
+
+def submission_attempt(value: object) -> int | None:
+    """The attempt a checkpoint's submission record names (``run/fencing.Submission``)."""
+    if isinstance(value, dict) and isinstance(value.get("attempt"), int):
+        return int(value["attempt"])
+    return None
 
 
 def value_of(value: Any) -> Any:

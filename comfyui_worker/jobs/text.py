@@ -6,8 +6,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from comfyui_worker.jobs.model import Attempt, Job
+from comfyui_worker.jobs.model import Attempt, Job, JobStatus
 
+LABELS = {JobStatus.WAITING: "waiting for GPU"}  # claimed, its prompt not in ComfyUI yet
 COLUMNS = ("ID", "STATUS", "LANE", "TEMPLATE", "PARAMS", "DURATION", "ERROR")
 PARAMS_CHARS = 40
 ERROR_CHARS = 100
@@ -18,7 +19,7 @@ def table(jobs: list[Job]) -> str:
     rows = [COLUMNS] + [
         (
             job.id,
-            job.status.value,
+            LABELS.get(job.status, job.status.value),
             job.lane,
             job.template or "(graph)",
             _cut(params_text(job.params), PARAMS_CHARS),
@@ -35,7 +36,7 @@ def table(jobs: list[Job]) -> str:
 def details(job: Job, retries: list[str]) -> str:
     """Everything about one job: status, timings, input, outputs, error, each attempt's trail."""
     lines = [f"job {job.id}  ({job.wf_spec}, lane {job.lane})"]
-    lines += _field("status", f"{job.status.value} (WfRun {job.lh_status})")
+    lines += _field("status", f"{LABELS.get(job.status, job.status.value)} (WfRun {job.lh_status})")
     if job.retry_of:
         lines += _field("retry of", job.retry_of)
     if retries:

@@ -27,7 +27,8 @@ from comfyui_worker.workflow.templates import load_templates
 TABS = {
     "active": ACTIVE,
     "done": frozenset({JobStatus.COMPLETED}),
-    "failed": frozenset({JobStatus.FAILED, JobStatus.CANCELLED}),
+    "failed": frozenset({JobStatus.FAILED}),
+    "cancelled": frozenset({JobStatus.CANCELLED}),
 }
 MAX_LIST = 100
 
@@ -65,13 +66,13 @@ class UiApi:
     def catalog(self) -> dict[str, Any]:
         """The templates the form offers, each with its parameters, and the lanes."""
         templates = [
-            {"name": name, "params": self.templates.get(name).describe()}
+            {"name": name, "params": self.templates.get(name).describe(declared_order=True)}
             for name in self.templates.names()
         ]
         return {"templates": templates, "lanes": list(self.lanes)}
 
     def tab(self, name: str, limit: int) -> list[dict[str, Any]]:
-        """The newest jobs of one tab: active, done or failed (cancelled ones included)."""
+        """The newest jobs of one tab: active, done, failed or cancelled."""
         if name not in TABS:
             raise NotFoundError(f"no tab {name!r}; tabs: {', '.join(TABS)}")
         query = JobQuery(

@@ -3,18 +3,23 @@
 Exit code: 0 when every check passes, else the highest of the failing checks'
 codes: 4 a template file is broken, 6 ComfyUI unreachable, 7 the output location
 is not writable, 8 LittleHorse unreachable (checked only when ``LHC_API_HOST`` is set).
+Each template is also checked against this ComfyUI's ``/object_info`` (preflight): one
+that names a model or node ComfyUI lacks is a warning saying which, since the worker
+still runs the others.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from comfyui_worker.comfy.client import ComfyClient
 from comfyui_worker.errors import ComfyWorkerError, ExitCode
 from comfyui_worker.outputs.store import open_store
 from comfyui_worker.settings import ComfySettings, WorkerSettings
+from comfyui_worker.workflow.graph import Graph
+from comfyui_worker.workflow.preflight import find_problems
 from comfyui_worker.workflow.templates import TemplateSet, load_templates
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -29,10 +34,11 @@ def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None 
         print(f"{status:<5} {text}", file=stream)
 
     say(OK, f"settings valid (task {worker.task_name}, ComfyUI {comfy.base_url_str})")
+    info: dict[str, Any] = {}
     codes = [
-        _guarded(say, "ComfyUI", lambda: _comfy(comfy)),
+        _guarded(say, "ComfyUI", lambda: _comfy(comfy, info)),
         _guarded(say, "output", lambda: _output(comfy)),
-        _templates(load_templates(comfy.workflows_dir), say),
+        _templates(load_templates(comfy.workflows_dir), say, info),
     ]
     if worker.lh_api_host:
         codes.append(_guarded(say, "LittleHorse", lambda: _littlehorse(worker)))
@@ -49,10 +55,12 @@ def _guarded(say: Say, what: str, check: Callable[[], str]) -> int:
     return 0
 
 
-def _comfy(comfy: ComfySettings) -> str:
+def _comfy(comfy: ComfySettings, info: dict[str, Any]) -> str:
+    """ComfyUI answers; ``info`` receives its ``/object_info`` for the templates' check."""
     with ComfyClient(comfy) as client:
         stats = client.system_stats()
         jobs = client.has_jobs_api()
+        info.update(client.object_info())
     system = stats.get("system", {})
     devices = ", ".join(str(d.get("name")) for d in stats.get("devices", [])) or "no devices"
     api = "with the jobs API" if jobs else "without the jobs API"
@@ -71,15 +79,28 @@ def _littlehorse(worker: WorkerSettings) -> str:
     return f"LittleHorse at {worker.lh_address} reachable ({state})"
 
 
-def _templates(templates: TemplateSet, say: Say) -> int:
+def _templates(templates: TemplateSet, say: Say, object_info: dict[str, Any]) -> int:
     for name in templates.names():
-        params = templates.get(name).describe()
+        template = templates.get(name)
         shown = ", ".join(
-            p["name"] + ("" if p["required"] else f"={p['default']!r}") for p in params
+            p["name"] + ("" if p["required"] else f"={p['default']!r}") for p in template.describe()
         )
-        say(OK, f"template {name}({shown})")
+        missing = _cannot_run(template.graph, object_info) if object_info else []
+        if missing:
+            say(WARN, f"template {name}({shown}) cannot run on this ComfyUI: {'; '.join(missing)}")
+        else:
+            say(OK, f"template {name}({shown})")
     for file, reason in templates.errors.items():
         say(FAIL, f"template file {file}: {reason}")
     if not templates.names() and not templates.errors:
         say(WARN, f"no templates in {templates.directory}")
     return ExitCode.WORKFLOW if templates.errors else 0
+
+
+def _cannot_run(graph: Graph, object_info: dict[str, Any]) -> list[str]:
+    """What ComfyUI lacks for a template; values still to be filled (``{{x}}``) are not judged."""
+    return [
+        str(problem["message"])
+        for problem in find_problems(graph, object_info)
+        if not (isinstance(problem.get("value"), str) and "{{" in problem["value"])
+    ]

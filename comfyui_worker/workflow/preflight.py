@@ -163,6 +163,16 @@ def _node_problems(
     return problems
 
 
+def find_problems(
+    graph: Graph, object_info: Mapping[str, Any], *, uploaded: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """Every problem ComfyUI would reject, one dict each (node, input, value, message)."""
+    problems: list[dict[str, Any]] = []
+    for node_id in sorted_ids(graph):
+        problems.extend(_node_problems(node_id, graph[node_id], object_info, uploaded))
+    return problems
+
+
 def preflight(
     graph: Graph, object_info: Mapping[str, Any], *, uploaded: Collection[str] = ()
 ) -> None:
@@ -171,9 +181,7 @@ def preflight(
     ``uploaded`` are file names this task uploads to ComfyUI's input directory: a
     cached ``/object_info`` cannot list them yet, so they count as valid choices.
     """
-    problems: list[dict[str, Any]] = []
-    for node_id in sorted_ids(graph):
-        problems.extend(_node_problems(node_id, graph[node_id], object_info, uploaded))
+    problems = find_problems(graph, object_info, uploaded=uploaded)
     if problems:
         count = f"{len(problems)} problem" + ("s" if len(problems) > 1 else "")
         shown = capped(problems)

@@ -71,9 +71,14 @@ class Template:
         params = {**declared, **{k: v for k, v in discovered.items() if k not in declared}}
         return cls(name=name, graph=graph, params=params, source=source)
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Every parameter, required ones first, as JSON-able dicts."""
-        specs = sorted(self.params.values(), key=lambda spec: (not spec.required, spec.name))
+    def describe(self, *, declared_order: bool = False) -> list[dict[str, Any]]:
+        """Every parameter as JSON-able dicts: required first by name, or as the file has them.
+
+        The page's form keeps the template's own order (its author's reading order).
+        """
+        specs = list(self.params.values())
+        if not declared_order:
+            specs.sort(key=lambda spec: (not spec.required, spec.name))
         return [spec.describe() for spec in specs]
 
 

@@ -141,6 +141,30 @@ def test_errors_are_one_line_with_their_own_exit_codes(stack, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_claimed_job_waits_for_the_gpu_until_its_prompt_is_in_comfyui(stack, worker, comfy):
+    """One slot: the second job is claimed but shows ``waiting``, and its run has not begun."""
+    comfy.execution_time_s = 6
+    for job_id, color in (("gpu-1", 61), ("gpu-2", 62)):
+        assert (
+            stack.main("submit", "smoke", "--param", f"color={color}", "--id", job_id).returncode
+            == 0
+        )
+    wait_until(lambda: len(comfy.submitted) == 1, timeout_s=30)
+
+    def show(job_id: str) -> dict[str, object]:
+        shown: dict[str, object] = json.loads(stack.main("jobs", "show", job_id, "--json").stdout)
+        return shown
+
+    wait_until(lambda: show("gpu-2")["attempts"], timeout_s=30)  # the SDK claimed it (N+1)
+    waiting, running = show("gpu-2"), show("gpu-1")
+    assert (running["status"], waiting["status"]) == ("running", "waiting")
+    assert waiting["run_s"] is None and running["run_s"] is not None
+    assert "waiting for GPU" in stack.main("jobs", "--status", "waiting").stdout
+    for job_id in ("gpu-1", "gpu-2"):
+        assert stack.main("jobs", "cancel", job_id, "--wait").returncode == 0
+
+
+@pytest.mark.slow
 def test_parameters_are_checked_before_any_job_exists(stack, tmp_path):
     """A misspelt, mistyped or missing parameter exits 4 as ``run`` would, and starts nothing."""
     typo = stack.main("submit", "smoke", "--param", "colour=3")

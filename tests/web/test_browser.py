@@ -136,6 +136,13 @@ def test_submit_fail_retry_and_cancel_from_the_page(
         )
         assert unlabelled == []
 
+        # The jobs come first; the form is one click away.
+        jobs_top = page.locator("#jobs").bounding_box()
+        form_top = page.locator("#new-job").bounding_box()
+        assert jobs_top and form_top and jobs_top["y"] < form_top["y"]
+        expect(page.get_by_label("Template")).to_be_hidden()
+        page.get_by_text("New job", exact=True).click()
+
         # A template with an uploaded image runs to Done, with its thumbnail.
         page.get_by_label("Template").select_option("image_resize")
         page.get_by_label("width").fill("32")
@@ -143,6 +150,8 @@ def test_submit_fail_retry_and_cancel_from_the_page(
         page.get_by_label("image").set_input_files(str(image))
         page.get_by_role("button", name="Submit job").click()
         done_id = submitted_id(page, r"Job (\S+) submitted", seen)
+        expect(page.locator("#announce")).to_be_visible()  # said where the user looks
+        expect(page.locator("#announce").get_by_role("link", name="show it")).to_be_visible()
         page.get_by_role("tab", name="Done").click()
         expect(card(page, done_id).locator(".status")).to_have_text("completed", timeout=WAIT_MS)
         thumbnail = card(page, done_id).locator("img")
@@ -193,7 +202,7 @@ def test_submit_fail_retry_and_cancel_from_the_page(
         prompt_id = comfy.submitted[-1]
         screenshot(page, artifacts, "4-running")
         running.get_by_role("button", name="Cancel").click()
-        page.get_by_role("tab", name="Failed").click()
+        page.get_by_role("tab", name="Cancelled").click()
         expect(card(page, long_id).locator(".status")).to_have_text("cancelled", timeout=WAIT_MS)
         wait_until(lambda: prompt_id in comfy.interrupted, timeout_s=30)
         screenshot(page, artifacts, "5-cancelled")

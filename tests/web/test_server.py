@@ -102,7 +102,7 @@ def test_failed_jobs_show_their_node_and_can_be_retried(stub, page):
 
 
 def test_a_running_job_is_cancelled(stub, page):
-    """POST cancel stops the WfRun; the job moves from the active tab to failed, as cancelled."""
+    """POST cancel stops the WfRun; the job moves from the active tab to its own cancelled tab."""
     job_id = submit(page, params={"mode": "hold"})
     stub.wait_running(job_id)
     assert job_id in [job["id"] for job in page.get("/api/jobs", params={"tab": "active"}).json()]
@@ -111,8 +111,12 @@ def test_a_running_job_is_cancelled(stub, page):
         "cancelled",
     )
     stub.wait_done(job_id)
-    failed = {job["id"]: job for job in page.get("/api/jobs", params={"tab": "failed"}).json()}
-    assert failed[job_id]["status"] == "cancelled"
+    cancelled = {
+        job["id"]: job for job in page.get("/api/jobs", params={"tab": "cancelled"}).json()
+    }
+    assert cancelled[job_id]["status"] == "cancelled"
+    failed = [job["id"] for job in page.get("/api/jobs", params={"tab": "failed"}).json()]
+    assert job_id not in failed
 
 
 def test_an_output_outside_the_output_dir_is_never_served(stub, page):

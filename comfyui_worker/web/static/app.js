@@ -42,9 +42,18 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-function announce(text) {
-  $("announce").textContent = "";
-  window.setTimeout(() => { $("announce").textContent = text; }, 50);
+function announce(text, jobId) {
+  // visible at the top of the page, and read out by screen readers (a live region)
+  const notice = $("announce");
+  notice.replaceChildren();
+  window.setTimeout(() => {
+    notice.append(text);
+    if (jobId) {
+      const link = el("a", { href: `#job-${jobId}`, text: "show it" });
+      link.addEventListener("click", () => selectTab($("tab-active"), false));
+      notice.append(" — ", link);
+    }
+  }, 50);
 }
 
 function seconds(value) {
@@ -144,7 +153,7 @@ async function onSubmit(event) {
   button.disabled = true;
   try {
     const created = await api("/api/jobs", await formBody());
-    announce(`Job ${created.id} submitted`);
+    announce(`Job ${created.id} submitted`, created.id);
     $("submit-error").textContent = "";
     await refresh();
   } catch (error) {
@@ -214,7 +223,8 @@ async function act(verb, job, button) {
   button.disabled = true;
   try {
     const answer = await api(`/api/jobs/${encodeURIComponent(job.id)}/${verb}`, {});
-    announce(verb === "retry" ? `Retry of ${job.id} submitted as ${answer.id}` : `Job ${job.id}: ${answer.status}`);
+    if (verb === "retry") announce(`Retry of ${job.id} submitted as ${answer.id}`, answer.id);
+    else announce(`Job ${job.id}: ${STATUS_LABELS[answer.status] || answer.status}`);
     await refresh();
   } catch (error) {
     announce(`${verb} failed: ${error.message}`);
@@ -239,6 +249,8 @@ async function loadTrail(job, details) {
   }
 }
 
+const STATUS_LABELS = { waiting: "waiting for GPU" };
+
 function card(job) {
   const title = `job-${job.id}-title`;
   const actions = el("div", { className: "actions" });
@@ -248,7 +260,7 @@ function card(job) {
     retry.addEventListener("click", () => act("retry", job, retry));
     actions.append(retry);
   }
-  if (["queued", "running"].includes(job.status)) {
+  if (["queued", "waiting", "running"].includes(job.status)) {
     const cancel = el("button", { type: "button", className: "secondary", id: `cancel-${job.id}`, text: "Cancel",
       "aria-describedby": title });
     cancel.addEventListener("click", () => act("cancel", job, cancel));
@@ -256,9 +268,9 @@ function card(job) {
   }
   const details = el("details", { id: `details-${job.id}` }, el("summary", { text: "Attempts, trail and input" }));
   details.addEventListener("toggle", () => details.open && loadTrail(job, details));
-  return el("li", { className: `job ${job.status}`, "data-job": job.id, "aria-labelledby": title },
+  return el("li", { className: `job ${job.status}`, id: `job-${job.id}`, "data-job": job.id, "aria-labelledby": title },
     el("h3", { id: title }, el("span", { text: job.template || "(graph)" }),
-      el("span", { className: "status", text: job.status })),
+      el("span", { className: "status", text: STATUS_LABELS[job.status] || job.status })),
     facts(job), errorLine(job), outputList(job), actions, details);
 }
 
@@ -289,9 +301,17 @@ async function refresh() {
   try {
     const jobs = await api(`/api/jobs?tab=${tab}`);
     if (tab === state.tab) render(jobs);
-    $("connection").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    state.updated = new Date();
+    $("connection").textContent = `Updated ${state.updated.toLocaleTimeString()}`;
+    $("stale").hidden = true;
+    $("job-list").classList.remove("stale-list");
   } catch (error) {
+    // keep the last list on screen, marked as such, until LittleHorse answers again
     $("connection").textContent = `Cannot load jobs: ${error.message}`;
+    const since = state.updated ? ` from ${state.updated.toLocaleTimeString()}` : "";
+    $("stale").textContent = `Showing the last list${since}: it may be out of date.`;
+    $("stale").hidden = false;
+    $("job-list").classList.add("stale-list");
   }
   state.timer = window.setTimeout(refresh, REFRESH_MS);
 }
