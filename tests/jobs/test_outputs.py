@@ -62,31 +62,8 @@ def test_download_checks_each_file_against_its_sha256(tmp_path: Path):
     out = tmp_path / "out"
     (out / "r").mkdir(parents=True)
     (out / "r" / "a.png").write_bytes(b"png")
-    output = {
-        "node_id": "3",
-        "key": "images",
-        "filename": "a.png",
-        "subfolder": "",
-        "comfy_type": "output",
-        "path": str(out / "r" / "a.png"),
-        "relative_path": "sub/a.png",
-        "size_bytes": 3,
-        "sha256": hashlib.sha256(b"png").hexdigest(),
-        "media_type": "image/png",
-    }
-    job = Job.model_validate(
-        {
-            "id": "j",
-            "wf_spec": "w",
-            "lane": "default",
-            "status": "completed",
-            "lh_status": "COMPLETED",
-            "created_at": "2026-01-01T00:00:00Z",
-            "queued_s": 0,
-            "total_s": 1,
-            "outputs": [output],
-        }
-    )
+    output = png_output(str(out / "r" / "a.png"), "sub/a.png")
+    job = job_with(None, [output])  # a result from an older worker: no run key
     assert reader(out).download(job, tmp_path / "dl") == [tmp_path / "dl" / "sub" / "a.png"]
     assert (tmp_path / "dl" / "sub" / "a.png").read_bytes() == b"png"
     (out / "r" / "a.png").write_bytes(b"changed")
@@ -100,7 +77,7 @@ def test_download_checks_each_file_against_its_sha256(tmp_path: Path):
         reader(out).download(escaping, tmp_path / "dl3")
 
 
-def job_with(result: dict[str, object], outputs: list[dict[str, object]]) -> Job:
+def job_with(result: dict[str, object] | None, outputs: list[dict[str, object]]) -> Job:
     """A completed job whose result and outputs are as given."""
     return Job.model_validate(
         {

@@ -425,9 +425,7 @@ def test_every_log_line_is_json_while_littlehorse_is_away(
     lh: FakeLittleHorse, worker_env: dict[str, str], tmp_path: Path
 ):
     """The SDK's own errors while LittleHorse is down arrive as JSON ``lib.log``, not tracebacks."""
-    http_port = free_port()
-    env = {**worker_env, "WORKER_HTTP_PORT": str(http_port), "WORKER_HTTP_HOST": "127.0.0.1"}
-    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
     try:
         lh.wait_polling(timeout_s=30)
         lh.stop()
