@@ -297,17 +297,15 @@ class Jobs:
     ) -> None:
         """A taken id is fine only for the very same submission."""
         existing = self.input_of(job_id)
-        wanted = JobInput(
-            wf_spec=wf_spec, task_input=value_of(to_variable_value(task_input)), retry_of=retry_of
-        )
+        stored = value_of(to_variable_value(task_input))  # as LittleHorse gives it back
         differs = [
             what
-            for what, field in (
-                ("WfSpec", "wf_spec"),
-                ("input", "task_input"),
-                ("retry_of", "retry_of"),
+            for what, old, new in (
+                ("WfSpec", existing.wf_spec, wf_spec),
+                ("input", existing.task_input, stored),
+                ("retry_of", existing.retry_of, retry_of),
             )
-            if getattr(existing, field) != getattr(wanted, field)
+            if old != new
         ]
         if differs:
             raise LittleHorseError(

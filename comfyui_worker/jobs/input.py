@@ -16,9 +16,9 @@ from typing import Any
 from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.jobs.args import pairs
 from comfyui_worker.workflow.params import ImageHint, envelope_hint
-from comfyui_worker.workflow.request import task_source
+from comfyui_worker.workflow.request import task_source, template_for
 from comfyui_worker.workflow.taskinput import parse_task_input
-from comfyui_worker.workflow.templates import Template, TemplateSet, plan
+from comfyui_worker.workflow.templates import TemplateSet, plan
 
 
 def build_task_input(
@@ -57,13 +57,8 @@ def check_parameters(
     task = parse_task_input(task_input)
     if task.template is not None and task.template not in templates:
         return
-    template = (
-        templates.get(task.template)
-        if task.template is not None
-        else Template.from_graph(task.workflow, name="workflow")
-    )
     plan(
-        template,
+        template_for(task, templates),
         task.params,
         task.overrides,
         image_names=task.image_names,

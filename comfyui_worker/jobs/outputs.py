@@ -155,20 +155,28 @@ def _read_capped(chunks: Iterator[bytes], limit: int, what: str) -> bytes:
     return bytes(data)
 
 
+def _segments(relative: str) -> list[str] | None:
+    """A relative path's segments, or None when it is empty, absolute or climbs (``..``)."""
+    path = PurePosixPath(relative)
+    if not path.parts or path.is_absolute() or ".." in path.parts:
+        return None
+    return list(path.parts)
+
+
 def _plain_parts(relative: str) -> list[str]:
     """A result's relative path as segments; anything that could leave the location refused."""
-    path = PurePosixPath(relative)
-    if not path.parts or path.is_absolute() or ".." in path.parts or "\\" in relative:
+    parts = _segments(relative)
+    if parts is None or "\\" in relative:
         raise OutputNotReadableError(
             f"{relative!r} is not a plain relative path; it is not read", path=relative
         )
-    return list(path.parts)
+    return parts
 
 
 def _target(destination: Path, relative_path: str) -> Path:
     """Where an output goes under ``destination``: plain relative segments only."""
-    parts = PurePosixPath(relative_path).parts
-    if not parts or PurePosixPath(relative_path).is_absolute() or ".." in parts:
+    parts = _segments(relative_path)
+    if parts is None:
         raise OutputRejectedError(
             f"output path {relative_path!r} is not a plain relative path", path=relative_path
         )

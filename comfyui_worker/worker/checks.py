@@ -19,6 +19,7 @@ from comfyui_worker.errors import ComfyWorkerError, ExitCode
 from comfyui_worker.outputs.store import open_store
 from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.workflow.graph import Graph
+from comfyui_worker.workflow.placeholders import references
 from comfyui_worker.workflow.preflight import find_problems
 from comfyui_worker.workflow.templates import TemplateSet, load_templates
 
@@ -98,9 +99,9 @@ def _templates(templates: TemplateSet, say: Say, object_info: dict[str, Any]) ->
 
 
 def _cannot_run(graph: Graph, object_info: dict[str, Any]) -> list[str]:
-    """What ComfyUI lacks for a template; values still to be filled (``{{x}}``) are not judged."""
+    """What ComfyUI lacks for a template; placeholders still to be filled are not judged."""
     return [
         str(problem["message"])
         for problem in find_problems(graph, object_info)
-        if not (isinstance(problem.get("value"), str) and "{{" in problem["value"])
+        if not (isinstance(problem.get("value"), str) and any(references(problem["value"])))
     ]

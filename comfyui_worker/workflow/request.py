@@ -22,7 +22,7 @@ from comfyui_worker.workflow.graph import Graph, fingerprint
 from comfyui_worker.workflow.images import ResolvedImage, resolve_images
 from comfyui_worker.workflow.params import ImageHint, envelope_hint
 from comfyui_worker.workflow.suggest import did_you_mean, quote_list
-from comfyui_worker.workflow.taskinput import parse_task_input
+from comfyui_worker.workflow.taskinput import TaskInput, parse_task_input
 from comfyui_worker.workflow.templates import Template, TemplateSet, load_templates, plan
 from comfyui_worker.workflow.urlfetch import Fetcher
 
@@ -86,12 +86,8 @@ class TaskPreparer:
     ) -> RunRequest:
         """Parse the input, check its parameters, fetch its images, render (one walk)."""
         task = parse_task_input(obj)
-        if task.template is not None:
-            template = self.templates.get(task.template)
-        else:
-            template = Template.from_graph(task.workflow, name="workflow")
         planned = plan(
-            template,
+            template_for(task, self.templates),
             {**task.params, **(params or {})},
             {**task.overrides, **(overrides or {})},
             image_names=task.image_names,
@@ -115,6 +111,13 @@ class TaskPreparer:
             overrides=dict(planned.overrides),
             template=task.template,
         )
+
+
+def template_for(task: TaskInput, templates: TemplateSet) -> Template:
+    """The template a task names, or its own graph as one."""
+    if task.template is not None:
+        return templates.get(task.template)
+    return Template.from_graph(task.workflow, name="workflow")
 
 
 def task_source(argument: str, templates: list[str]) -> object:
