@@ -21,6 +21,7 @@ from comfyui_worker.lh.api import LittleHorse
 from comfyui_worker.lh.wfspec import build_workflow
 from comfyui_worker.settings import DeadlineSettings, load
 from fakes.comfyui import FakeComfyUI
+from fakes.littlehorses import wait_for
 from tests.conftest import wait_until
 from tests.stack import TASK, Stack
 
@@ -203,6 +204,9 @@ def test_the_server_restarted_under_a_running_task(stack: Stack, comfy: FakeComf
     job_id = submit(stack, "smoke", "--param", "color=40")
     wait_until(lambda: comfy.started_times, timeout_s=60)
     stack.lh.restart(kill=True)
+    # the real server answers NOT_FOUND for a while after a kill -9 (its store restores
+    # from Kafka after /readiness says ready): wait until it serves the job again
+    wait_for(lambda: stack.lh.wf_run(job_id), 120, "the restarted server serving the job")
     job = wait_status(stack, job_id, "completed", "failed")
     assert job["status"] == "completed" and len(job["attempts"]) == 1, job
     assert comfy.executed == comfy.submitted == [job["result"]["prompt_id"]]
