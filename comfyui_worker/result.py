@@ -196,6 +196,14 @@ class ReportedResult(BaseModel):
     outputs: Annotated[list[OnErrorOmit[SavedOutput]], _or(list)] = []
     outputs_truncated: Annotated[bool, _or(lambda: False)] = False
     manifest: Annotated[str | None, _or(lambda: None)] = None
+    timings_ms: Annotated[Timings | None, _or(lambda: None)] = None
+
+    @property
+    def ran_s(self) -> float | None:
+        """Seconds from ComfyUI starting the prompt to the last output saved, if recorded."""
+        if self.timings_ms is None:
+            return None
+        return (self.timings_ms.executing + self.timings_ms.downloading) / 1000
 
     @classmethod
     def read(cls, value: object) -> ReportedResult | None:

@@ -79,6 +79,12 @@ class TemplateSettings(_EnvSettings):
     workflows_dir: Path = Field(Path("workflows"), alias="COMFYUI_WORKFLOWS_DIR")
 
 
+class InputDirSettings(_EnvSettings):
+    """The directory path image sources are read from; the job side stages large images there."""
+
+    input_dir: Path | None = Field(None, alias="COMFYUI_INPUT_DIR")
+
+
 class OutputStoreSettings(_EnvSettings):
     """Where outputs go and the object store's credentials: the worker's and the job side's."""
 
@@ -113,7 +119,7 @@ class OutputStoreSettings(_EnvSettings):
         }
 
 
-class ComfySettings(DeadlineSettings, OutputStoreSettings, TemplateSettings):
+class ComfySettings(DeadlineSettings, OutputStoreSettings, TemplateSettings, InputDirSettings):
     """How to reach ComfyUI, how long to wait, and where outputs go."""
 
     base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")
@@ -128,7 +134,6 @@ class ComfySettings(DeadlineSettings, OutputStoreSettings, TemplateSettings):
     preflight: bool = Field(True, alias="COMFYUI_PREFLIGHT")
     auth_token: SecretStr | None = Field(None, alias="COMFYUI_AUTH_TOKEN")
     http_headers: dict[str, str] = Field(default_factory=dict, alias="COMFYUI_HTTP_HEADERS")
-    input_dir: Path | None = Field(None, alias="COMFYUI_INPUT_DIR")
     allow_input_urls: bool = Field(False, alias="COMFYUI_ALLOW_INPUT_URLS")
     input_url_allow: CommaList = Field((), alias="COMFYUI_INPUT_URL_ALLOW")
     input_url_trust_env: bool = Field(False, alias="COMFYUI_INPUT_URL_TRUST_ENV")

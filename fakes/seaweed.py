@@ -106,8 +106,14 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def running_seaweed(data_dir: Path, bucket: str = "comfy-outputs") -> Iterator[SeaweedS3]:
-    """Start ``weed mini`` on free loopback ports; stop it (and its children) on exit."""
+def running_seaweed(
+    data_dir: Path, bucket: str = "comfy-outputs", *, auto_create_bucket: bool = False
+) -> Iterator[SeaweedS3]:
+    """Start ``weed mini`` on free loopback ports; stop it (and its children) on exit.
+
+    ``auto_create_bucket`` makes a PUT to a missing bucket create it (weed's default),
+    as some stores do; off, a missing bucket is an error, as on AWS S3.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     access_key, secret_key = "weedadmin", secrets.token_hex(16)
@@ -123,7 +129,7 @@ def running_seaweed(data_dir: Path, bucket: str = "comfy-outputs") -> Iterator[S
         "-admin.ui=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
-        "-s3.autoCreateBucket=false",  # as real S3: a missing bucket is an error
+        f"-s3.autoCreateBucket={str(auto_create_bucket).lower()}",
         f"-s3.localSocket={data_dir}/s3.sock",
         f"-filer.localSocket={data_dir}/filer.sock",
         *(f"-{flag}={port}" for flag, port in ports.items()),

@@ -148,4 +148,11 @@ class StubLittleHorse:
             "outputs": [output],
             "template": workflow.get("template"),
             "params": workflow.get("params", {}),
+            "timings_ms": {  # as a worker measures: ran = executing + downloading
+                "queued": 5,
+                "executing": 200,
+                "downloading": 50,
+                "total": 260,
+                "comfy_execution": 190,
+            },
         }

@@ -13,7 +13,7 @@ import pytest
 
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
-from fakes.seaweed import SeaweedS3
+from fakes.seaweed import SeaweedS3, running_seaweed
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
 from tests.outputs.test_store_open import s3_env
@@ -220,6 +220,30 @@ def test_check_names_the_templates_this_comfyui_cannot_run(comfy: FakeComfyUI, t
     assert "sd_xl_base_1.0.safetensors" in sdxl and "no checkpoints installed" in sdxl
     [smoke] = [line for line in done.stdout.splitlines() if "template smoke(" in line]
     assert smoke.startswith("ok")
+
+
+def test_check_says_when_its_write_created_the_bucket(comfy: FakeComfyUI, tmp_path: Path):
+    """A store that creates buckets on write: `check` warns that the bucket was missing."""
+    with running_seaweed(tmp_path / "weed", auto_create_bucket=True) as store:
+        env = {**comfy_env(comfy, tmp_path), **s3_env(store, "x")}
+        done = main_py("check", env={**env, "WORKER_OUTPUT_URL": "s3://nosuchbucket/x"})
+        again = main_py("check", env={**env, "WORKER_OUTPUT_URL": "s3://nosuchbucket/x"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [line for line in done.stdout.splitlines() if "outputs:" in line]
+    assert line.startswith("warn") and "bucket 'nosuchbucket' did not exist" in line
+    assert "created it" in line
+    [line] = [line for line in again.stdout.splitlines() if "outputs:" in line]
+    assert line.startswith("ok") and "s3://nosuchbucket/x" in line
+
+
+def test_check_fails_on_a_missing_bucket_the_store_will_not_create(
+    comfy: FakeComfyUI, seaweed: SeaweedS3, tmp_path: Path
+):
+    """As on AWS S3: a missing bucket is a FAIL line naming it, exit 7."""
+    env = {**comfy_env(comfy, tmp_path), **s3_env(seaweed, "x")}
+    done = main_py("check", env={**env, "WORKER_OUTPUT_URL": "s3://nosuchbucket/x"})
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert "FAIL  output: " in done.stdout and "bucket 'nosuchbucket' does not exist" in done.stdout
 
 
 def test_check_fails_when_comfyui_is_down_or_a_template_is_broken(tmp_path: Path):

@@ -8,6 +8,7 @@ stderr and data (ids, result JSON, tables) to stdout. ``submit --wait`` exits as
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from comfyui_worker.jobs.input import check_parameters, task_from_arguments
 from comfyui_worker.jobs.model import FINISHED, STATUS_FILTERS, JobStatus
 from comfyui_worker.jobs.outputs import OutputReader
 from comfyui_worker.jobs.settings import JobsSettings
+from comfyui_worker.jobs.staging import image_source
 from comfyui_worker.lh import lanes
 from comfyui_worker.lh.api import LittleHorse, lh_config
 from comfyui_worker.settings import WorkerSettings, load
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace, settings: WorkerSettings) -> int:
 def _submit(args: argparse.Namespace, jobs: Jobs) -> int:
     settings = load(JobsSettings)
     templates = load_templates(settings.workflows_dir)
-    task_input = task_from_arguments(args, templates)
+    stage = functools.partial(image_source, input_dir=settings.input_dir)
+    task_input = task_from_arguments(args, templates, stage)
     check_parameters(task_input, templates, image_flag)
     submitted = jobs.submit(task_input, wf_spec=_wf_spec(args), job_id=args.id)
     again = "" if submitted.created else " (it existed already, with this same input)"

@@ -3,13 +3,15 @@
 ``submit`` and the jobs page build the same envelope the worker reads
 (``workflow/taskinput.py``), and validate it here before LittleHorse sees it, so a bad file
 or parameter fails at once with ``invalid-workflow`` instead of as a failed WfRun.
-Images travel base64 in the envelope's ``images``.
+Images are ``images`` entries: base64, or for ``submit`` and the page a staged path
+when too large to travel inside a job (``jobs/staging.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,24 @@ from comfyui_worker.workflow.request import task_source, template_for
 from comfyui_worker.workflow.taskinput import parse_task_input
 from comfyui_worker.workflow.templates import TemplateSet, plan
 
+ImageSource = Callable[[str, bytes], dict[str, str]]  # (name, bytes) -> an ``images`` entry
+
+
+def inline(name: str, data: bytes) -> dict[str, str]:
+    """The image as base64 inside the input (``run``: no LittleHorse record to fit)."""
+    return {"name": name, "base64": base64.b64encode(data).decode("ascii")}
+
 
 def build_task_input(
     source: object,
     *,
     params: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
-    images: dict[str, str] | None = None,
+    images: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The envelope: ``source`` (graph, template file or envelope) with the extras merged in.
 
-    ``images`` maps image names to base64 text (a ``data:`` URL is fine).
+    ``images`` are ``images`` entries (``{"name", "base64" | "path" | "url"}``).
     """
     task = parse_task_input(source)
     body: dict[str, Any] = task.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
@@ -39,8 +48,7 @@ def build_task_input(
     if overrides:
         body["overrides"] = {**body.get("overrides", {}), **overrides}
     if images:
-        added = [{"name": name, "base64": data} for name, data in images.items()]
-        body["images"] = [*body.get("images", []), *added]
+        body["images"] = [*body.get("images", []), *images]
     parse_task_input(body)  # the merge itself may be wrong: a repeated image name
     return body
 
@@ -66,22 +74,23 @@ def check_parameters(
     )
 
 
-def read_image(name: str, path: Path) -> str:
-    """An image file as base64, for ``--image NAME=PATH``."""
+def read_image(name: str, path: Path) -> bytes:
+    """An image file's bytes, for ``--image NAME=PATH``."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InvalidWorkflowError(
             f"image {name!r}: cannot read {path}: {exc.strerror}", image=name, file=str(path)
         ) from None
-    return base64.b64encode(data).decode("ascii")
 
 
-def task_from_arguments(args: argparse.Namespace, templates: TemplateSet) -> dict[str, Any]:
+def task_from_arguments(
+    args: argparse.Namespace, templates: TemplateSet, source: ImageSource = inline
+) -> dict[str, Any]:
     """The task input ``run`` and ``submit`` build from their arguments."""
     return build_task_input(
         task_source(args.workflow, templates.names()),
         params=pairs(args.param, "--param"),
         overrides=pairs(args.set, "--set"),
-        images={name: read_image(name, path) for name, path in args.image},
+        images=[source(name, read_image(name, path)) for name, path in args.image],
     )

@@ -28,7 +28,7 @@ from littlehorse.model import (
     WfRun,
 )
 
-from comfyui_worker.jobs.model import Attempt, AttemptError, Job, JobError, JobStatus
+from comfyui_worker.jobs.model import ACTIVE, Attempt, AttemptError, Job, JobError, JobStatus
 from comfyui_worker.lh.lanes import lane_of
 from comfyui_worker.lh.wfspec import RESULT_VAR, RETRY_OF_VAR, WORKFLOW_VAR
 from comfyui_worker.result import ReportedResult
@@ -71,10 +71,11 @@ def build_job(
     created = _time(wf_run, "start_time") or now
     started = next((a.started_at for a in attempts if a.started_at), None)
     if status == JobStatus.RUNNING and len(attempts) == 1:
-        started = submitted_at  # "ran" counts from the prompt, not from the claim
+        started = submitted_at  # queued until its prompt, not until its claim
     ended = _ended(wf_run, status, attempts)
     workflow = values.get(WORKFLOW_VAR)
     result = ReportedResult.read(values.get(RESULT_VAR))
+    ran = _ran_s(status, attempts, submitted_at, result, ended or now)
     template, params = _template_and_params(workflow, result)
     return Job(
         id=wf_run.id.id,
@@ -86,7 +87,7 @@ def build_job(
         started_at=started,
         ended_at=ended,
         queued_s=_seconds(created, started or ended or now),
-        run_s=_seconds(started, ended or now) if started and status != JobStatus.WAITING else None,
+        run_s=ran,
         total_s=_seconds(created, ended or now),
         template=template,
         params=params,
@@ -147,6 +148,30 @@ def _status(wf_run: WfRun, task_run: TaskRun | None) -> JobStatus:
     if task_run is None or not task_run.attempts or task_run.attempts[-1].status in PENDING:
         return JobStatus.QUEUED
     return JobStatus.RUNNING
+
+
+def _ran_s(
+    status: JobStatus,
+    attempts: list[Attempt],
+    submitted_at: datetime | None,
+    result: ReportedResult | None,
+    until: datetime,
+) -> float | None:
+    """How long the last attempt ran: from its prompt, never from the first attempt's claim.
+
+    Running: since the current attempt recorded its prompt. Finished with a result: the
+    worker's own execution and download time. Otherwise the last attempt's span.
+    """
+    if status == JobStatus.WAITING:
+        return None
+    if status in ACTIVE:
+        return _seconds(submitted_at, until) if submitted_at else None
+    if result is not None and result.ran_s is not None:
+        return result.ran_s
+    last = attempts[-1] if attempts else None
+    if last is None or last.started_at is None:
+        return None
+    return _seconds(last.started_at, last.ended_at or until)
 
 
 def _attempt(number: int, attempt: TaskAttempt) -> Attempt:

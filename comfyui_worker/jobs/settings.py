@@ -15,7 +15,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from comfyui_worker.settings import (
     DEFAULT_LANE,
+    MIB,
     CommaList,
+    InputDirSettings,
     OutputStoreSettings,
     TemplateSettings,
     _EnvSettings,
@@ -25,8 +27,11 @@ from comfyui_worker.settings import (
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class JobsSettings(OutputStoreSettings, TemplateSettings):
-    """Templates to submit, and the worker's output location to read outputs back."""
+class JobsSettings(OutputStoreSettings, TemplateSettings, InputDirSettings):
+    """Templates to submit, the outputs to read back, the input dir it shares with workers.
+
+    Images too large to travel inside a job are staged in that input dir.
+    """
 
 
 class UiSettings(_EnvSettings):
@@ -36,6 +41,7 @@ class UiSettings(_EnvSettings):
     port: int = Field(8090, ge=0, le=65535, alias="WORKER_UI_PORT")
     token: SecretStr | None = Field(None, alias="WORKER_UI_TOKEN")
     lanes: CommaList = Field((), alias="WORKER_UI_LANES")
+    upload_max_bytes: int = Field(16 * MIB, gt=0, le=1024 * MIB, alias="WORKER_UI_UPLOAD_MAX_BYTES")
 
     @field_validator("token")
     @classmethod

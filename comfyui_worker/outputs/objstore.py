@@ -174,6 +174,23 @@ class ObjectStore:
             obstore.delete(self._probe_store, probe)
         return f"{self.location} at {self.endpoint}"
 
+    def missing(self) -> str | None:
+        """What of the location does not exist yet (the bucket), probed by listing one key.
+
+        ``check`` asks before it writes: some stores (SeaweedFS, MinIO with a flag) create
+        a bucket on the first PUT, so a typo in the bucket name would otherwise pass.
+        """
+        try:
+            next(
+                iter(obstore.list(self._probe_store, prefix=self.prefix or None, chunk_size=1)),
+                None,
+            )
+        except (BaseError, FileNotFoundError) as exc:
+            if _xml(self._scrub(str(exc)), "Code") == "NoSuchBucket":
+                return f"bucket {self.bucket!r}"
+            raise self._storage_error(exc, "list", self.prefix) from None
+        return None
+
     def check_before_task(self) -> None:
         """Nothing per task: readiness probes the bucket, and a failed upload is retried."""
 

@@ -76,6 +76,10 @@ class OutputStore(Protocol):
         """Prove a file can be written; return a description of the location."""
         ...
 
+    def missing(self) -> str | None:
+        """What of the location does not exist yet (a bucket, a directory), else None."""
+        ...
+
     def check_before_task(self) -> None:
         """A cheap check run before each task's GPU work (readiness probes the rest)."""
         ...
@@ -114,6 +118,10 @@ class LocalStore:
             os.close(fd)
             os.unlink(probe)
         return str(self.root.resolve())
+
+    def missing(self) -> str | None:
+        """Nothing: the worker creates its output directory itself, as documented."""
+        return None
 
     def check_before_task(self) -> None:
         """Local disks fill up and get remounted: prove it is writable right now (~100 µs)."""

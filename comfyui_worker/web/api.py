@@ -19,9 +19,12 @@ from comfyui_worker.jobs.input import build_task_input
 from comfyui_worker.jobs.model import ACTIVE, JobStatus
 from comfyui_worker.jobs.outputs import OutputReader
 from comfyui_worker.jobs.settings import JobsSettings, UiSettings
+from comfyui_worker.jobs.staging import INLINE_MAX_BYTES, image_source
 from comfyui_worker.lh.lanes import wf_spec_name
 from comfyui_worker.result import SavedOutput
 from comfyui_worker.settings import DEFAULT_LANE
+from comfyui_worker.workflow.images import decode_base64
+from comfyui_worker.workflow.taskinput import ImageInput
 from comfyui_worker.workflow.templates import load_templates
 
 TABS = {
@@ -31,6 +34,7 @@ TABS = {
     "cancelled": frozenset({JobStatus.CANCELLED}),
 }
 MAX_LIST = 100
+JSON_SLACK_BYTES = 1024 * 1024  # the form's other fields, and base64's padding
 
 
 class ImageUpload(BaseModel):
@@ -62,6 +66,19 @@ class UiApi:
         self.reader = OutputReader(settings)
         self.lanes = (DEFAULT_LANE, *ui.lanes)
         self.wf_specs = tuple(wf_spec_name(lane) for lane in self.lanes)
+        self.input_dir = settings.input_dir
+        # without a shared input dir, an image must fit inside the job itself
+        self.image_max_bytes = ui.upload_max_bytes if self.input_dir else INLINE_MAX_BYTES
+        self.image_setting = (
+            "WORKER_UI_UPLOAD_MAX_BYTES"
+            if self.input_dir
+            else ("COMFYUI_INPUT_DIR is not set, so images must fit inside the job")
+        )
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request the page accepts: its largest image as base64, and the rest."""
+        return self.image_max_bytes * 4 // 3 + JSON_SLACK_BYTES
 
     def catalog(self) -> dict[str, Any]:
         """The templates the form offers, each with its parameters, and the lanes."""
@@ -69,7 +86,19 @@ class UiApi:
             {"name": name, "params": self.templates.get(name).describe(declared_order=True)}
             for name in self.templates.names()
         ]
-        return {"templates": templates, "lanes": list(self.lanes)}
+        return {
+            "templates": templates,
+            "lanes": list(self.lanes),
+            "image_max_bytes": self.image_max_bytes,
+            "image_limit": self.image_limit(),
+        }
+
+    def image_limit(self) -> str:
+        """The size limit for images, as the form shows it beside an image field."""
+        mb = f"{self.image_max_bytes / 1e6:.1f} MB"
+        if self.input_dir:
+            return f"up to {mb}"
+        return f"up to {mb} (larger ones need COMFYUI_INPUT_DIR shared with the workers)"
 
     def tab(self, name: str, limit: int) -> list[dict[str, Any]]:
         """The newest jobs of one tab: active, done, failed or cancelled."""
@@ -97,10 +126,16 @@ class UiApi:
         task_input = build_task_input(
             {"template": form.template},
             params=form.params,
-            images={image.name: image.base64 for image in form.images},
+            images=[self._image(image) for image in form.images],
         )
         submitted = self.jobs.submit(task_input, wf_spec=wf_spec_name(form.lane))
         return {"id": submitted.id}
+
+    def _image(self, upload: ImageUpload) -> dict[str, str]:
+        """An uploaded image as an ``images`` entry: inline, or staged in the input dir."""
+        image = ImageInput(name=upload.name, base64=upload.base64)
+        data = decode_base64(image, upload.base64, self.image_max_bytes, self.image_setting)
+        return image_source(upload.name, data, self.input_dir)
 
     def retry(self, job_id: str) -> dict[str, Any]:
         """Run the job again; the new one records what it retries."""

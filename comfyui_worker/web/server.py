@@ -44,7 +44,6 @@ FILES = {
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 POLL_S = 0.1  # how soon shutdown() is noticed
-MAX_BODY_BYTES = 2 * 1024 * 1024  # the task input must fit a LittleHorse record (~1 MB)
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; media-src 'self'; script-src 'self'; "
     "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -167,11 +166,11 @@ class Handler(BaseHTTPRequestHandler):
         declared = self.headers.get("Content-Length") or "0"
         if not declared.isdigit():
             raise InvalidWorkflowError("Content-Length must be a number of bytes")
-        length = int(declared)
-        if length > MAX_BODY_BYTES:
+        length, limit = int(declared), self.app.api.max_body_bytes
+        if length > limit:
             raise InvalidWorkflowError(
-                f"the request is over {MAX_BODY_BYTES} bytes; a job's input must fit a "
-                "LittleHorse record (~1 MB): send large images as path or url sources"
+                f"the request is {length} bytes, over this page's {limit}: images may be "
+                f"{self.app.api.image_limit()}"
             )
         raw = self.rfile.read(length) if length else b"{}"
         return jsonsafe.loads(raw, source="the request body")

@@ -46,10 +46,11 @@ def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None 
     return max(codes)
 
 
-def _guarded(say: Say, what: str, check: Callable[[], str]) -> int:
-    """Run one check: its line on success, its error and exit code on failure."""
+def _guarded(say: Say, what: str, check: Callable[[], str | tuple[str, str]]) -> int:
+    """Run one check: its line on success (``ok`` unless it says), else its error and code."""
     try:
-        say(OK, check())
+        line = check()
+        say(*(line if isinstance(line, tuple) else (OK, line)))
     except ComfyWorkerError as exc:
         say(FAIL, f"{what}: {exc.message}")
         return exc.exit_code
@@ -68,9 +69,16 @@ def _comfy(comfy: ComfySettings, info: dict[str, Any]) -> str:
     return f"ComfyUI {system.get('comfyui_version', 'unknown')} reachable ({devices}; {api})"
 
 
-def _output(comfy: ComfySettings) -> str:
-    where = open_store(comfy).check_writable()
-    return f"outputs: {where} is writable"
+def _output(comfy: ComfySettings) -> tuple[str, str]:
+    store = open_store(comfy)
+    absent = store.missing()
+    where = store.check_writable()
+    if absent is None:
+        return OK, f"outputs: {where} is writable"
+    return WARN, (
+        f"outputs: {where} is writable, but {absent} did not exist: this check's write "
+        "created it (if the name is a typo, fix the output setting and remove it)"
+    )
 
 
 def _littlehorse(worker: WorkerSettings) -> str:

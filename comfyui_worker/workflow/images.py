@@ -27,6 +27,7 @@ log = structlog.get_logger("comfyui_worker.workflow.images")
 
 MAX_NAME_CHARS = 100
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_SETTING = "COMFYUI_MAX_INPUT_IMAGE_BYTES"
 _DATA_URL = re.compile(r"data:([^,;]*)(;[^,]*)?,", re.IGNORECASE)
 
 # (magic prefix, offset, content type, file extension)
@@ -86,19 +87,19 @@ def sanitise_name(name: str, extension: str) -> str:
     return stem[: MAX_NAME_CHARS - len(extension)] + extension
 
 
-def _check_size(image: ImageInput, size: int, limit: int) -> None:
-    """Refuse an image over the limit, saying both numbers."""
+def _check_size(image: ImageInput, size: int, limit: int, setting: str) -> None:
+    """Refuse an image over the limit, saying both numbers and the setting that sets it."""
     if size > limit:
         raise _error(
             image,
-            f"is {size} bytes, over the limit of {limit} bytes (COMFYUI_MAX_INPUT_IMAGE_BYTES)",
+            f"is {size} bytes, over the limit of {limit} bytes ({setting})",
             size=size,
             limit=limit,
         )
 
 
-def _from_base64(image: ImageInput, text: str, limit: int) -> bytes:
-    """Decode base64, with or without a ``data:image/...;base64,`` prefix."""
+def decode_base64(image: ImageInput, text: str, limit: int, setting: str = MAX_SETTING) -> bytes:
+    """Decode base64, with or without a ``data:image/...;base64,`` prefix, up to ``limit``."""
     text = text.strip()
     match = _DATA_URL.match(text)
     if match:
@@ -106,7 +107,7 @@ def _from_base64(image: ImageInput, text: str, limit: int) -> bytes:
             raise _error(image, "a data: URL must be base64-encoded (';base64,')")
         text = text[match.end() :]
     text = re.sub(r"\s+", "", text)
-    _check_size(image, len(text) * 3 // 4 - text.count("="), limit)
+    _check_size(image, len(text) * 3 // 4 - text.count("="), limit, setting)
     text += "=" * (-len(text) % 4)
     try:
         if "-" in text or "_" in text:
@@ -132,7 +133,7 @@ def _from_path(image: ImageInput, relative: str, settings: ComfySettings) -> byt
     if not path.is_file():
         why = "is not a file" if path.exists() else "does not exist"
         raise _error(image, f"path '{relative}' {why} in COMFYUI_INPUT_DIR ({root})")
-    _check_size(image, path.stat().st_size, settings.max_input_image_bytes)
+    _check_size(image, path.stat().st_size, settings.max_input_image_bytes, MAX_SETTING)
     with path.open("rb") as handle:
         return handle.read(settings.max_input_image_bytes + 1)
 
@@ -158,7 +159,7 @@ def _from_url(image: ImageInput, url: str, settings: ComfySettings, fetcher: Fet
 def _read(image: ImageInput, settings: ComfySettings, fetcher: Fetcher) -> bytes:
     """Get the bytes from whichever source the image has."""
     if image.base64 is not None:
-        return _from_base64(image, image.base64, settings.max_input_image_bytes)
+        return decode_base64(image, image.base64, settings.max_input_image_bytes)
     if image.path is not None:
         return _from_path(image, image.path, settings)
     return _from_url(image, image.url or "", settings, fetcher)
@@ -178,7 +179,7 @@ def resolve_image(
     this one's inputs in ComfyUI's input directory. Blocking: call it from a thread.
     """
     data = _read(image, settings, fetcher or Fetcher(settings))
-    _check_size(image, len(data), settings.max_input_image_bytes)
+    _check_size(image, len(data), settings.max_input_image_bytes, MAX_SETTING)
     kind = sniff(data)
     if kind is None and image.url is not None:  # as unspecific as any other fetch failure
         log.warning("images.url_not_an_image", image=image.name, url=describe_url(image.url))

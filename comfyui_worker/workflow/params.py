@@ -8,6 +8,7 @@ every problem in one error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -34,7 +35,7 @@ PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
 RANDOM_SEED = -1
 SEED_LIMIT = 2**53
 PARAMS_KEY = "_params"
-DECL_KEYS = ("type", "default", "random", "targets", "description")
+DECL_KEYS = ("type", "default", "random", "targets", "description", "min", "max", "choices")
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,13 @@ class ParamSpec:
     targets: tuple[Target, ...] = ()
     description: str = ""
     declared: bool = True
+    minimum: float | None = None  # numbers: the least value ComfyUI's node accepts
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()  # strings: the only values the node accepts
 
     def describe(self) -> dict[str, Any]:
-        """Summarise as JSON-able data for ``main.py check`` and the README."""
+        """Summarise as JSON-able data for ``main.py check``, the page and the README."""
+        limits = {"min": self.minimum, "max": self.maximum, "choices": list(self.choices)}
         return {
             "name": self.name,
             "type": self.type,
@@ -70,7 +75,20 @@ class ParamSpec:
             "default": None if self.required else self.default,
             "random": self.random,
             "description": self.description,
+            **{key: value for key, value in limits.items() if value not in (None, [])},
         }
+
+    def check_limits(self, value: Any) -> None:
+        """Refuse a value outside the declared range or choices (a ``ValueError`` saying why)."""
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum:g}, got {show_value(value)}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be at most {self.maximum:g}, got {show_value(value)}")
+        if self.choices and value not in self.choices:
+            raise ValueError(
+                f"must be one of {quote_list(self.choices)}, got {show_value(value)}"
+                + did_you_mean(str(value), self.choices)
+            )
 
     def takes_image(self, image_names: Collection[str]) -> bool:
         """Whether an input image (bound later by name) stands in for this parameter."""
@@ -100,13 +118,39 @@ def _parse_one(name: str, decl: object, graph: Graph) -> ParamSpec:
     description = _field(decl, "description", str, "", where, "a string")
     required = "default" not in decl and not random
     default = decl.get("default", RANDOM_SEED if random else None)
+    targets = _parse_targets(decl.get("targets", []), graph, f"{where}.targets")
+    spec = ParamSpec(
+        name, type_, required, None, random, targets, description, **_limits(decl, type_, where)
+    )
     if not required and default is not None:
         try:
             default = coerce(type_, default)
+            if not (random and default == RANDOM_SEED):
+                spec.check_limits(default)
         except ValueError as exc:
             raise DeclarationError(f"{where}.default: {exc}") from None
-    targets = _parse_targets(decl.get("targets", []), graph, f"{where}.targets")
-    return ParamSpec(name, type_, required, default, random, targets, description)
+    return dataclasses.replace(spec, default=default)
+
+
+def _limits(decl: dict[str, Any], type_: str, where: str) -> dict[str, Any]:
+    """``min``/``max`` (numbers only) and ``choices`` (strings only) of one declaration."""
+    limits: dict[str, Any] = {}
+    for key, name in (("min", "minimum"), ("max", "maximum")):
+        if key in decl:
+            if type_ not in ("int", "float"):
+                raise DeclarationError(f"{where}.{key}: only int and float parameters have one")
+            value = decl[key]
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise DeclarationError(f"{where}.{key} must be a number")
+            limits[name] = value
+    if "choices" in decl:
+        choices = decl["choices"]
+        if type_ != "string":
+            raise DeclarationError(f"{where}.choices: only string parameters have them")
+        if not (isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices)):
+            raise DeclarationError(f"{where}.choices must be a non-empty list of strings")
+        limits["choices"] = tuple(choices)
+    return limits
 
 
 def _declaration(where: str, name: str, decl: object) -> dict[str, Any]:
@@ -299,7 +343,10 @@ def _resolve_one(
             found.problems.append(f"'{spec.name}' is given both as a parameter and as an image")
     elif given:
         try:
-            found.values[spec.name] = _seeded(spec, coerce(spec.type, params[spec.name]))
+            value = coerce(spec.type, params[spec.name])
+            if not (spec.random and value == RANDOM_SEED):
+                spec.check_limits(value)
+            found.values[spec.name] = _seeded(spec, value)
         except ValueError as exc:
             found.problems.append(f"parameter '{spec.name}' {exc}")
     elif spec.required:

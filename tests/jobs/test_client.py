@@ -102,6 +102,21 @@ def test_technical_failures_show_every_attempt_and_the_last_error(stub, jobs):
     ] * 4
 
 
+def test_ran_is_the_last_attempts_run_not_time_since_the_first_claim(stub, jobs):
+    """A retried job ran as long as its worker measured the last attempt, not counting backoff."""
+    job = jobs.get(run(stub, "flaky"))
+    assert job.status == JobStatus.COMPLETED and len(job.attempts) == 2
+    assert job.run_s == 0.25  # executing 200 ms + downloading 50 ms, from the result
+    stub.lh.time_scale = 1e-4
+    try:
+        failed = jobs.get(run(stub, "down"))
+    finally:
+        stub.lh.time_scale = 1e-2
+    last = failed.attempts[-1]
+    assert last.started_at and last.ended_at and failed.started_at == failed.attempts[0].started_at
+    assert failed.run_s == round((last.ended_at - last.started_at).total_seconds(), 3)
+
+
 def test_a_result_of_the_wrong_shape_is_read_defensively(stub, jobs):
     """A result variable set by hand ({"outputs": 5}) lists and shows; nothing crashes."""
     job_id = f"junk-{uuid.uuid4().hex[:8]}"

@@ -18,7 +18,7 @@ def test_a_template_gets_params_overrides_and_images_merged():
         {"template": "smoke", "params": {"color": 1, "blur_radius": 2}},
         params={"color": 255},
         overrides={"3.filename_prefix": "x"},
-        images={"image": PNG_1PX_BASE64},
+        images=[{"name": "image", "base64": PNG_1PX_BASE64}],
     )
     assert built == {
         "template": "smoke",
@@ -36,10 +36,10 @@ def test_a_bare_graph_becomes_an_envelope():
 @pytest.mark.parametrize(
     ("source", "images", "message"),
     [
-        ({"nodes": [], "links": []}, {}, "API"),
+        ({"nodes": [], "links": []}, [], "API"),
         (
             {"template": "smoke", "images": [{"name": "image", "path": "a.png"}]},
-            {"image": "AA=="},
+            [{"name": "image", "base64": "AA=="}],
             "unique",
         ),
     ],
@@ -51,11 +51,11 @@ def test_a_bad_source_or_merge_is_invalid_workflow(source, images, message):
         build_task_input(source, images=images)
 
 
-def test_an_image_file_is_read_as_base64_and_a_missing_one_named(tmp_path: Path):
+def test_an_image_file_is_read_and_a_missing_one_named(tmp_path: Path):
     """--image NAME=PATH reads the file; an unreadable one names the image and the path."""
     path = tmp_path / "in.png"
     path.write_bytes(b"\x89PNG")
-    assert read_image("image", path) == "iVBORw=="
+    assert read_image("image", path) == b"\x89PNG"
     with pytest.raises(InvalidWorkflowError, match="image 'image': cannot read"):
         read_image("image", tmp_path / "missing.png")
 
