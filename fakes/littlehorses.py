@@ -8,10 +8,11 @@ WfSpecs, WfRuns and queued tasks of one tenant are invisible to the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -21,6 +22,7 @@ from littlehorse.model import (
     GetLatestWfSpecRequest,
     LHStatus,
     PutTenantRequest,
+    SearchWfRunRequest,
     TaskDefId,
     TaskRun,
     TaskRunId,
@@ -85,6 +87,11 @@ class LittleHorseUnderTest:
         """The WfRun, or None if there is none (yet)."""
         return _or_none(lambda: self.stub.GetWfRun(WfRunId(id=wf_run_id)))
 
+    def wf_runs_started(self, wf_spec: str = "comfyui-generate") -> int:
+        """How many WfRuns of ``wf_spec`` exist (SearchWfRun, in this tenant)."""
+        request = SearchWfRunRequest(wf_spec_name=wf_spec, limit=1000)
+        return len(self.stub.SearchWfRun(request, timeout=10).results)
+
     def wait_wf_run(
         self,
         wf_run_id: str,
@@ -133,6 +140,22 @@ class LittleHorseUnderTest:
         return _or_none(lambda: self.stub.GetLatestWfSpec(request)) is not None
 
     # ------------------------------------------------------------------ faults
+
+    @contextlib.contextmanager
+    def away(self) -> Iterator[None]:
+        """LittleHorse stopped (gracefully) inside the block, serving again with its state after."""
+        if isinstance(self.server, FakeLittleHorse):
+            self.server.stop()
+            try:
+                yield
+            finally:
+                self.server.start()
+            return
+        self.server.stop_server()
+        try:
+            yield
+        finally:
+            self.server.start_server()
 
     def restart(self, *, kill: bool) -> None:
         """Stop the server (SIGKILL with ``kill``) and start it again with all its state."""

@@ -32,6 +32,27 @@ from tests.graphs import PNG_1PX_BASE64
 TASK = "execute-comfyui-workflow"
 DEADLINES = DeadlineSettings.model_validate({"COMFYUI_HISTORY_TIMEOUT_SEC": "600"})
 PNG = base64.b64decode(PNG_1PX_BASE64)
+MODES = ["ok", "fail", "down", "flaky", "hold", "escape"]
+# the page checks parameters against a template before a job exists: these templates
+# declare the stub's ``mode`` (the stub task reads it; the graphs themselves never run)
+STUB_TEMPLATES: dict[str, dict[str, Any]] = {
+    "stub": {
+        "_params": {
+            "mode": {"type": "string", "default": "ok", "choices": MODES, "targets": ["2.x"]},
+            "width": {"type": "int", "default": 8, "min": 1, "max": 64, "targets": ["1.width"]},
+        },
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "x": "ok"}},
+    },
+    "stub_image": {
+        "_params": {
+            "mode": {"type": "string", "default": "ok", "choices": MODES, "targets": ["2.x"]},
+            "image": {"type": "image", "targets": ["1.image"]},
+        },
+        "1": {"class_type": "LoadImage", "inputs": {"image": ""}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "x": "ok"}},
+    },
+}
 NODE_ERROR = {
     "error": "execution-failed",
     "message": "node 2 (ImageBlur) raised Exception: boom",

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from comfyui_worker.errors import InvalidWorkflowError, NotFoundError
 from comfyui_worker.jobs.client import JobQuery, Jobs
-from comfyui_worker.jobs.input import build_task_input
+from comfyui_worker.jobs.input import build_task_input, check_parameters
 from comfyui_worker.jobs.model import ACTIVE, JobStatus
 from comfyui_worker.jobs.outputs import OutputReader
 from comfyui_worker.jobs.settings import JobsSettings, UiSettings
@@ -128,6 +128,7 @@ class UiApi:
             params=form.params,
             images=[self._image(image) for image in form.images],
         )
+        check_parameters(task_input, self.templates, _file_field)  # before a job exists
         submitted = self.jobs.submit(task_input, wf_spec=wf_spec_name(form.lane))
         return {"id": submitted.id}
 
@@ -153,3 +154,8 @@ class UiApi:
             raise NotFoundError(f"job {job_id} has no output {index}")
         with self.reader.open_output(job, job.outputs[index]) as chunks:
             yield job.outputs[index], chunks
+
+
+def _file_field(name: str) -> str:
+    """How the page's form gives a missing image: its file field."""
+    return f"choose a file in the '{name}' field"

@@ -157,7 +157,10 @@ class Handler(BaseHTTPRequestHandler):
         error = as_error(exc)
         if error.http_status >= 500:
             log.error("ui.failed", error=error.name, message=error.message, exc_info=exc)
-        self.reply({"error": error.name, "message": error.message}, error.http_status)
+        reply = {"error": error.name, "message": error.message}
+        if isinstance(error.details.get("fields"), dict):  # the form marks those fields
+            reply["fields"] = error.details["fields"]
+        self.reply(reply, error.http_status)
 
     # ------------------------------------------------------------------ responses
 

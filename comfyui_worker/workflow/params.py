@@ -35,6 +35,7 @@ PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
 RANDOM_SEED = -1
 SEED_LIMIT = 2**53
 PARAMS_KEY = "_params"
+MAX_FIELDS = 50  # a form has no more fields than that worth marking
 DECL_KEYS = ("type", "default", "random", "targets", "description", "min", "max", "choices")
 
 
@@ -290,6 +291,7 @@ class _Resolution:
     values: dict[str, Any]
     problems: list[str]
     missing: list[ParamSpec]
+    fields: dict[str, str]  # parameter name -> its own problem, for a form to show beside it
 
 
 ImageHint = Callable[[str], str]  # image name -> how this caller gives one
@@ -315,13 +317,14 @@ def resolve(
     known = sorted(specs)
     unknown = [name for name in params if name not in specs]
     found = _Resolution(
-        {}, [f"unknown parameter '{n}'{did_you_mean(n, known)}" for n in unknown], []
+        {}, [f"unknown parameter '{n}'{did_you_mean(n, known)}" for n in unknown], [], {}
     )
     for spec in specs.values():
         _resolve_one(spec, params, image_names, found)
     if found.missing:
         names = ", ".join(_missing_text(spec, image_hint) for spec in found.missing)
         found.problems.insert(0, "missing required parameters: " + names)
+        found.fields.update((spec.name, "required") for spec in found.missing)
     if found.problems:
         shown = capped(found.problems)
         raise InvalidWorkflowError(
@@ -330,6 +333,7 @@ def resolve(
             missing=capped(spec.name for spec in found.missing),
             unknown=capped(unknown),
             known=capped(known),
+            fields=dict(list(found.fields.items())[:MAX_FIELDS]),
         )
     return found.values
 
@@ -341,6 +345,7 @@ def _resolve_one(
     if spec.takes_image(image_names):
         if given:
             found.problems.append(f"'{spec.name}' is given both as a parameter and as an image")
+            found.fields[spec.name] = "given both as a parameter and as an image"
     elif given:
         try:
             value = coerce(spec.type, params[spec.name])
@@ -349,6 +354,7 @@ def _resolve_one(
             found.values[spec.name] = _seeded(spec, value)
         except ValueError as exc:
             found.problems.append(f"parameter '{spec.name}' {exc}")
+            found.fields[spec.name] = str(exc)
     elif spec.required:
         found.missing.append(spec)
     else:

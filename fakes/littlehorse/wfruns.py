@@ -54,6 +54,11 @@ class WfRunRpcs(WfEngine):
             record = self._wf_runs.get(wf_run_id)
             return None if record is None else copied(record.run)
 
+    def wf_run_ids(self) -> list[str]:
+        """The ids of every WfRun the fake holds, in the order they were started."""
+        with self._cond:
+            return list(self._wf_runs)
+
     def wait_wf_run(
         self,
         wf_run_id: str,

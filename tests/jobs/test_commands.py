@@ -173,6 +173,9 @@ def test_parameters_are_checked_before_any_job_exists(stack, tmp_path):
     )
     wrong = stack.main("submit", "smoke", "--param", "color=red")
     assert wrong.returncode == 4 and "parameter 'color'" in wrong.stderr
+    out_of_range = stack.main("submit", "smoke", "--param", "blur_radius=40")
+    assert out_of_range.returncode == 4
+    assert "parameter 'blur_radius' must be at most 31, got 40" in out_of_range.stderr
     no_image = stack.main("submit", "image_resize")
     assert no_image.returncode == 4 and "--image image=PATH" in no_image.stderr
     bad_id = stack.main("submit", "smoke", "--id", "bad id!")

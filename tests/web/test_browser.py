@@ -8,6 +8,7 @@ and a fake ComfyUI. Each view is saved as a screenshot under ``$TEST_ARTIFACTS_D
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,14 +56,14 @@ def chromium() -> str:
     return provision.chromium()
 
 
-@pytest.fixture
-def page_url(stack: Stack, comfy: FakeComfyUI, chromium: str) -> Iterator[tuple[Stack, str]]:
-    """The stack with a worker, and ``main.py ui`` (token-protected) serving the page."""
-    stack.worker(comfy)
+@contextlib.contextmanager
+def serving(stack: Stack, comfy: FakeComfyUI, **env: str) -> Iterator[str]:
+    """A worker, and ``main.py ui`` (token-protected) serving the page: its URL."""
+    stack.worker(comfy, **env)
     ui = subprocess.Popen(
         [sys.executable, "main.py", "ui"],
         cwd=ROOT,
-        env={**stack.env, "WORKER_UI_PORT": "0", "WORKER_UI_TOKEN": TOKEN},
+        env={**stack.env, "WORKER_UI_PORT": "0", "WORKER_UI_TOKEN": TOKEN, **env},
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -71,10 +72,28 @@ def page_url(stack: Stack, comfy: FakeComfyUI, chromium: str) -> Iterator[tuple[
         line = ui.stdout.readline()
         assert line.startswith("jobs page at http://127.0.0.1:"), line
         stack.wait_polling(TASK)
-        yield stack, line.split(" at ", 1)[1].strip()
+        yield line.split(" at ", 1)[1].strip()
     finally:
         ui.terminate()
         assert ui.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def page_url(stack: Stack, comfy: FakeComfyUI, chromium: str) -> Iterator[tuple[Stack, str]]:
+    """The stack with a worker and the page."""
+    with serving(stack, comfy) as url:
+        yield stack, url
+
+
+def signed_in(playwright, chromium: str, url: str):
+    """A browser page on ``url``, signed in with the token."""
+    browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(url)
+    page.get_by_label("Access token (WORKER_UI_TOKEN)").fill(TOKEN)
+    page.keyboard.press("Enter")
+    page.locator("#app").wait_for(state="visible")
+    return browser, page
 
 
 def screenshot(page, artifacts: Path, name: str) -> None:
@@ -219,3 +238,70 @@ def test_submit_fail_retry_and_cancel_from_the_page(
         browser.close()
     assert errors == []
     assert stack.lh.wf_run(retry_id) is not None
+
+
+def test_the_form_marks_bad_fields_takes_a_phone_photo_and_keeps_a_stale_list(
+    stack: Stack, comfy: FakeComfyUI, artifacts, tmp_path, chromium
+):
+    """width=-5 is marked beside its field; a 3 MB photo runs; LittleHorse away keeps the list."""
+    from playwright.sync_api import expect, sync_playwright
+
+    inputs = tmp_path / "shared-inputs"
+    inputs.mkdir()
+    photo = tmp_path / "photo.png"
+    Image.frombytes("RGB", (1000, 1000), os.urandom(3_000_000)).save(photo)
+    huge = tmp_path / "huge.png"
+    Image.frombytes("RGB", (1300, 1300), os.urandom(1300 * 1300 * 3)).save(huge)  # > 5 MB
+    with (
+        serving(
+            stack, comfy, COMFYUI_INPUT_DIR=str(inputs), WORKER_UI_UPLOAD_MAX_BYTES="5000000"
+        ) as url,
+        sync_playwright() as playwright,
+    ):
+        browser, page = signed_in(playwright, chromium, url)
+        page.get_by_text("New job", exact=True).click()
+        page.get_by_label("Template").select_option("image_resize")
+        expect(page.locator("#param-image-hint")).to_contain_text("up to 5.0 MB")
+        expect(page.get_by_label("upscale_method")).to_have_js_property("tagName", "SELECT")
+
+        # Out of range: the message stands beside the field, which is marked; no job.
+        page.get_by_label("width").fill("-5")
+        page.get_by_label("image").set_input_files(str(photo))
+        page.get_by_role("button", name="Submit job").click()
+        expect(page.locator("#param-width-error")).to_have_text(
+            "width: must be at least 0, got -5", timeout=WAIT_MS
+        )
+        expect(page.get_by_label("width")).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_label("width")).to_be_focused()
+        screenshot(page, artifacts, "6-field-error")
+        assert stack.lh.wf_runs_started() == 0
+
+        # Too large for the setting: refused in the browser, beside the image field.
+        page.get_by_label("width").fill("64")
+        page.get_by_label("image").set_input_files(str(huge))
+        page.get_by_role("button", name="Submit job").click()
+        expect(page.locator("#param-image-error")).to_contain_text("images may be up to 5.0 MB")
+        expect(page.locator("#param-width-error")).to_be_empty()
+
+        # A 3 MB photo: staged in the shared input dir, run by the worker on its pixels.
+        page.get_by_label("image").set_input_files(str(photo))
+        page.get_by_role("button", name="Submit job").click()
+        expect(page.locator("#param-image-error")).to_be_empty(timeout=WAIT_MS)
+        page.get_by_role("tab", name="Done").click()
+        done = page.locator("li[data-job]").first
+        expect(done.locator(".status")).to_have_text("completed", timeout=WAIT_MS)
+        [upload] = comfy.uploads
+        uploaded = Path(comfy.files.folders["input"], upload["subfolder"], upload["name"])
+        assert uploaded.read_bytes() == photo.read_bytes()
+        screenshot(page, artifacts, "7-photo-done")
+
+        # LittleHorse goes away: the last list stays, marked stale; it comes back fresh.
+        with stack.lh.away():
+            expect(page.locator("#stale")).to_be_visible(timeout=WAIT_MS)
+            expect(page.locator("#stale")).to_contain_text("Showing the last list")
+            expect(done).to_be_visible()
+            expect(page.locator("#job-list")).to_have_class("jobs stale-list")
+            screenshot(page, artifacts, "8-stale")
+        expect(page.locator("#stale")).to_be_hidden(timeout=WAIT_MS)
+        expect(done.locator(".status")).to_have_text("completed")
+        browser.close()

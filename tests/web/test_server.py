@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,12 +16,14 @@ import pytest
 
 from comfyui_worker.errors import ConfigError
 from comfyui_worker.jobs.settings import JobsSettings, UiSettings
+from comfyui_worker.jobs.staging import INLINE_MAX_BYTES
 from comfyui_worker.settings import load
 from comfyui_worker.web.api import UiApi
 from comfyui_worker.web.server import UiServer
+from tests import ROOT
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
-from tests.jobstub import PNG, StubLittleHorse
+from tests.jobstub import PNG, STUB_TEMPLATES, StubLittleHorse
 
 TOKEN = "t0ken-for-the-jobs-page"
 JSON = {"Content-Type": "application/json"}
@@ -31,10 +37,22 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLittleHorse]:
 
 
 def start(stub: StubLittleHorse, **env: str) -> UiServer:
-    ui = load(UiSettings, {"WORKER_UI_PORT": "0", **env})
+    workflows = stub.output_dir.parent / "workflows"
+    if not workflows.is_dir():
+        shutil.copytree(ROOT / "workflows", workflows)
+        for name, graph in STUB_TEMPLATES.items():
+            (workflows / f"{name}.json").write_text(json.dumps(graph))
     settings = load(
         JobsSettings,
-        {"COMFYUI_OUTPUT_DIR": str(stub.output_dir), "COMFYUI_WORKFLOWS_DIR": "workflows"},
+        {
+            "COMFYUI_OUTPUT_DIR": str(stub.output_dir),
+            "COMFYUI_WORKFLOWS_DIR": str(workflows),
+            **{k: v for k, v in env.items() if k.startswith("COMFYUI_")},
+        },
+    )
+    ui = load(
+        UiSettings,
+        {"WORKER_UI_PORT": "0", **{k: v for k, v in env.items() if k.startswith("WORKER_")}},
     )
     return UiServer(ui, UiApi(stub.jobs, settings, ui)).start()
 
@@ -56,7 +74,7 @@ def locked(stub: StubLittleHorse) -> Iterator[httpx.Client]:
 
 
 def submit(page: httpx.Client, **form: Any) -> str:
-    answer = page.post("/api/jobs", json={"template": "smoke", **form})
+    answer = page.post("/api/jobs", json={"template": "stub", **form})
     assert answer.status_code == 201, answer.text
     job_id: str = answer.json()["id"]
     return job_id
@@ -76,11 +94,14 @@ def test_the_page_and_its_assets_come_with_a_strict_policy(page):
 def test_a_job_submitted_from_the_form_lists_as_done_with_its_image(stub, page):
     """POST /api/jobs starts a WfRun; it lists under 'done' and its output streams as a PNG."""
     job_id = submit(
-        page, params={"mode": "ok"}, images=[{"name": "image", "base64": PNG_1PX_BASE64}]
+        page,
+        template="stub_image",
+        params={"mode": "ok"},
+        images=[{"name": "image", "base64": PNG_1PX_BASE64}],
     )
     stub.wait_done(job_id)
     done = {job["id"]: job for job in page.get("/api/jobs", params={"tab": "done"}).json()}
-    assert done[job_id]["status"] == "completed" and done[job_id]["template"] == "smoke"
+    assert done[job_id]["status"] == "completed" and done[job_id]["template"] == "stub_image"
     assert "input" not in done[job_id]  # lists carry no inputs
     image = page.get(f"/api/jobs/{job_id}/outputs/0")
     assert image.content == PNG and image.headers["content-type"] == "image/png"
@@ -200,6 +221,67 @@ def test_the_catalog_lists_templates_with_their_parameters(page):
     templates = {t["name"]: t for t in catalog["templates"]}
     assert {p["name"] for p in templates["image_resize"]["params"]} >= {"image", "width"}
     assert catalog["lanes"] == ["default"]
+
+
+def test_bad_parameters_are_refused_per_field_and_start_no_job(stub, page):
+    """width=-5 and a mode not offered: 400 naming each field, and no WfRun is created."""
+    before = stub.lh.wf_run_ids()
+    answer = page.post("/api/jobs", json={"template": "stub", "params": {"width": -5, "mode": "x"}})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid-workflow"
+    fields = answer.json()["fields"]
+    assert fields["width"] == "must be at least 1, got -5"
+    assert fields["mode"].startswith("must be one of 'ok', 'fail'")
+    missing = page.post("/api/jobs", json={"template": "stub_image"}).json()
+    assert missing["fields"] == {"image": "required"}
+    assert "choose a file in the 'image' field" in missing["message"]
+    assert stub.lh.wf_run_ids() == before
+
+
+def test_the_catalog_gives_bounds_and_the_image_limit(page):
+    """Number bounds, string choices and the upload limit reach the form."""
+    catalog = page.get("/api/templates").json()
+    params = {
+        p["name"]: p for t in catalog["templates"] if t["name"] == "stub" for p in t["params"]
+    }
+    assert params["width"]["min"] == 1 and params["width"]["max"] == 64
+    assert params["mode"]["choices"][:2] == ["ok", "fail"]
+    assert catalog["image_max_bytes"] == INLINE_MAX_BYTES  # no input dir: inside the job
+    assert "COMFYUI_INPUT_DIR" in catalog["image_limit"]
+
+
+def test_a_phone_photo_is_staged_in_the_input_dir_and_an_oversized_one_refused(stub, tmp_path):
+    """With COMFYUI_INPUT_DIR a 3 MB image is staged and sent as a path; over the limit, a 400."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    server = start(stub, COMFYUI_INPUT_DIR=str(inputs), WORKER_UI_UPLOAD_MAX_BYTES="4000000")
+    photo = b"\x89PNG\r\n\x1a\n" + os.urandom(3_000_000)
+    data_url = "data:image/png;base64," + base64.b64encode(photo).decode("ascii")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            catalog = client.get("/api/templates").json()
+            assert (
+                catalog["image_max_bytes"] == 4_000_000 and catalog["image_limit"] == "up to 4.0 MB"
+            )
+            job_id = submit(
+                client, template="stub_image", images=[{"name": "image", "base64": data_url}]
+            )
+            [source] = client.get(f"/api/jobs/{job_id}").json()["input"]["images"]
+            assert (inputs / source["path"]).read_bytes() == photo
+            big = b"\x89PNG\r\n\x1a\n" + os.urandom(4_100_000)
+            refused = client.post(
+                "/api/jobs",
+                json={
+                    "template": "stub_image",
+                    "images": [{"name": "image", "base64": base64.b64encode(big).decode()}],
+                },
+            )
+        assert refused.status_code == 400, refused.text
+        assert (
+            "over the limit of 4000000 bytes (WORKER_UI_UPLOAD_MAX_BYTES)"
+            in refused.json()["message"]
+        )
+    finally:
+        server.stop()
 
 
 def test_job_ids_in_paths_are_plain(page: httpx.Client):

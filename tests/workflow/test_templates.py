@@ -212,6 +212,85 @@ def test_wrong_types_are_named(params: dict[str, Any], expected: str) -> None:
     assert expected in info.value.message
 
 
+def bounded() -> dict[str, Any]:
+    """sdxl_like with bounds: steps 1..100, cfg at most 30, a sampler from a list."""
+    graph = sdxl_like()
+    graph["_params"]["steps"].update({"min": 1, "max": 100})
+    graph["_params"]["cfg"]["max"] = 30
+    graph["_params"]["sampler"] = {
+        "type": "string",
+        "default": "euler",
+        "choices": ["euler", "dpmpp_2m"],
+        "targets": ["3.sampler_name"],
+    }
+    graph["3"]["inputs"]["sampler_name"] = "euler"
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "expected"),
+    [
+        ({"steps": 0}, "steps", "must be at least 1, got 0"),
+        ({"steps": 101}, "steps", "must be at most 100, got 101"),
+        ({"cfg": 30.5}, "cfg", "must be at most 30, got 30.5"),
+        ({"sampler": "eular"}, "sampler", "must be one of 'euler', 'dpmpp_2m', got 'eular'"),
+        ({"steps": "ten"}, "steps", "must be int, got string 'ten'"),
+    ],
+)
+def test_values_outside_their_bounds_are_refused_per_field(
+    params: dict[str, Any], field: str, expected: str
+) -> None:
+    """min, max and choices are checked; the error names the field for a form to mark."""
+    with pytest.raises(InvalidWorkflowError) as info:
+        render(template(bounded()), {"prompt": "p", **params})
+    assert f"parameter '{field}' {expected}" in info.value.message
+    [(marked, problem)] = info.value.details["fields"].items()
+    assert marked == field and problem.startswith(expected)
+
+
+def test_a_choice_error_suggests_the_close_one_and_bounds_are_described() -> None:
+    """'eular' gets a did-you-mean; describe() carries min, max and choices for the page."""
+    with pytest.raises(InvalidWorkflowError, match="did you mean 'euler'"):
+        render(template(bounded()), {"prompt": "p", "sampler": "eular"})
+    described = {p["name"]: p for p in template(bounded()).describe()}
+    assert described["steps"]["min"] == 1 and described["steps"]["max"] == 100
+    assert described["sampler"]["choices"] == ["euler", "dpmpp_2m"]
+    assert "min" not in described["prompt"] and "choices" not in described["seed"]
+    rendered = render(template(bounded()), {"prompt": "p", "steps": 100, "sampler": "dpmpp_2m"})
+    assert rendered.graph["3"]["inputs"]["steps"] == 100
+
+
+def test_missing_and_ambiguous_parameters_are_marked_too() -> None:
+    """A missing required parameter is 'required' in fields, beside the message."""
+    with pytest.raises(InvalidWorkflowError) as info:
+        render(template(bounded()), {"steps": 0})
+    assert info.value.details["fields"] == {
+        "prompt": "required",
+        "steps": "must be at least 1, got 0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("decl", "expected"),
+    [
+        ({"type": "string", "min": 1}, "only int and float parameters have one"),
+        ({"type": "int", "max": "ten"}, "max must be a number"),
+        ({"type": "int", "choices": ["a"]}, "only string parameters have them"),
+        ({"type": "string", "choices": []}, "must be a non-empty list of strings"),
+        ({"type": "int", "default": 0, "min": 1}, "default: must be at least 1, got 0"),
+        ({"type": "string", "default": "z", "choices": ["a"]}, "default: must be one of 'a'"),
+    ],
+)
+def test_bad_bounds_are_explained(tmp_path: Path, decl: dict[str, Any], expected: str) -> None:
+    """A bound of the wrong kind, or a default outside its own bounds, breaks the template."""
+    graph = sdxl_like()
+    graph["_params"]["x"] = {**decl, "targets": ["3.seed"]}
+    write(tmp_path, "t.json", graph)
+    with pytest.raises(InvalidWorkflowError) as info:
+        load_template(tmp_path / "t.json")
+    assert expected in info.value.message
+
+
 def test_numbers_are_converted_where_harmless() -> None:
     """An int is accepted for a float and an integral float for an int."""
     rendered = render(template(), {"prompt": "p", "cfg": 5, "steps": 12.0})

@@ -4,7 +4,7 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const state = { tab: "active", templates: [], cards: new Map(), timer: null };
+const state = { tab: "active", templates: [], cards: new Map(), timer: null, imageMaxBytes: Infinity, imageLimit: "" };
 const $ = (id) => document.getElementById(id);
 
 class ApiError extends Error {
@@ -12,6 +12,7 @@ class ApiError extends Error {
     super(body.message || `HTTP ${status}`);
     this.status = status;
     this.name = body.error || "error";
+    this.fields = body.fields || {}; // parameter name -> its own problem, shown beside it
   }
 }
 
@@ -91,6 +92,8 @@ async function onLogin(event) {
 
 function fillTemplates(catalog) {
   state.templates = catalog.templates;
+  state.imageMaxBytes = catalog.image_max_bytes;
+  state.imageLimit = catalog.image_limit;
   const select = $("template");
   select.replaceChildren(...catalog.templates.map((t) => el("option", { value: t.name, text: t.name })));
   const lanes = catalog.lanes || ["default"];
@@ -99,19 +102,54 @@ function fillTemplates(catalog) {
   showParams();
 }
 
+function rangeText(param) {
+  if (param.min !== undefined && param.max !== undefined) return `, ${param.min} to ${param.max}`;
+  if (param.min !== undefined) return `, at least ${param.min}`;
+  return param.max !== undefined ? `, at most ${param.max}` : "";
+}
+
+function paramHint(param) {
+  if (param.type === "image") {
+    return `an image file, ${state.imageLimit}${param.required ? ", required" : ""}` +
+      (param.description ? ` — ${param.description}` : "");
+  }
+  return `${param.type}${param.required ? ", required" : `, default ${JSON.stringify(param.default)}`}` +
+    rangeText(param) + (param.description ? ` — ${param.description}` : "");
+}
+
+function paramInput(param, attrs) {
+  if (param.type === "image") return el("input", { ...attrs, type: "file", accept: "image/*", required: param.required });
+  if (param.type === "bool") return el("input", { ...attrs, type: "checkbox", checked: param.default === true });
+  if (param.type === "int" || param.type === "float") {
+    return el("input", { ...attrs, type: "number", step: param.type === "int" ? "1" : "any", inputmode: "decimal",
+      min: param.min, max: param.max });
+  }
+  if (param.choices) {
+    const blank = param.required ? [] : [el("option", { value: "", text: `(default: ${param.default})` })];
+    return el("select", attrs, ...blank, ...param.choices.map((choice) => el("option", { value: choice, text: choice })));
+  }
+  return el("input", { ...attrs, type: "text" });
+}
+
 function paramField(param) {
   const id = `param-${param.name}`;
-  const hint = `${param.type}${param.required ? ", required" : `, default ${JSON.stringify(param.default)}`}` +
-    (param.description ? ` — ${param.description}` : "");
-  const attrs = { id, name: param.name, "data-type": param.type, "aria-describedby": `${id}-hint` };
-  let input;
-  if (param.type === "image") input = el("input", { ...attrs, type: "file", accept: "image/*", required: param.required });
-  else if (param.type === "bool") input = el("input", { ...attrs, type: "checkbox", checked: param.default === true });
-  else if (param.type === "int" || param.type === "float") {
-    input = el("input", { ...attrs, type: "number", step: param.type === "int" ? "1" : "any", inputmode: "decimal" });
-  } else input = el("input", { ...attrs, type: "text" });
+  const attrs = { id, name: param.name, "data-type": param.type, "aria-describedby": `${id}-hint ${id}-error` };
   return el("div", { className: "field" },
-    el("label", { for: id, text: param.name }), input, el("span", { id: `${id}-hint`, className: "hint", text: hint }));
+    el("label", { for: id, text: param.name }), paramInput(param, attrs),
+    el("span", { id: `${id}-hint`, className: "hint", text: paramHint(param) }),
+    el("span", { id: `${id}-error`, className: "error field-error" }));
+}
+
+function markFields(fields) {
+  // each field's own problem beside it (and announced with it); a clean field is cleared
+  for (const input of $("params").querySelectorAll("[data-type]")) {
+    const problem = fields[input.name];
+    $(`${input.id}-error`).textContent = problem ? `${input.name}: ${problem}` : "";
+    if (problem) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+  const first = $("params").querySelector('[aria-invalid="true"]');
+  if (first) first.focus();
 }
 
 function showParams() {
@@ -131,9 +169,23 @@ function readFile(file) {
   });
 }
 
+function tooLarge(input) {
+  // refused before reading it: a 40 MB photo never leaves the browser to be refused there
+  const file = input.files[0];
+  if (file.size <= state.imageMaxBytes) return null;
+  return `${file.name} is ${(file.size / 1e6).toFixed(1)} MB; images may be ${state.imageLimit}`;
+}
+
 async function formBody() {
   const body = { template: $("template").value, lane: $("lane").value || "default", params: {}, images: [] };
+  const large = {};
   for (const input of $("params").querySelectorAll("input")) {
+    if (input.dataset.type === "image" && input.files.length && tooLarge(input)) large[input.name] = tooLarge(input);
+  }
+  if (Object.keys(large).length) {
+    throw new ApiError(400, { error: "invalid-workflow", message: Object.values(large).join("; "), fields: large });
+  }
+  for (const input of $("params").querySelectorAll("[data-type]")) {
     const type = input.dataset.type;
     if (type === "image") {
       if (input.files.length) body.images.push({ name: input.name, base64: await readFile(input.files[0]) });
@@ -155,9 +207,11 @@ async function onSubmit(event) {
     const created = await api("/api/jobs", await formBody());
     announce(`Job ${created.id} submitted`, created.id);
     $("submit-error").textContent = "";
+    markFields({});
     await refresh();
   } catch (error) {
     $("submit-error").textContent = `${error.name}: ${error.message}`;
+    markFields(error.fields || {});
   } finally {
     button.disabled = false;
   }
