@@ -185,7 +185,7 @@ class Sources:
         store = self._store(model, bucket)
         try:
             size = int(obstore.head(store.client, key)["size"])
-        except ObjectMissing:
+        except (ObjectMissing, FileNotFoundError):  # obstore raises the latter for a 404
             raise InvalidWorkflowError(
                 f"model '{model.name}': {model.url} does not exist", model=model.key
             ) from None
