@@ -13,6 +13,7 @@ resuming).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from comfyui_worker.transport import mapped_chunks, unreachable
 from comfyui_worker.workflow.modeldecl import ModelDecl
 from comfyui_worker.workflow.urlfetch import (
     AllowList,
+    Pinned,
     Resolver,
     URLFailed,
     URLRefused,
@@ -130,6 +132,13 @@ class Sources:
             raise ModelSourceError(
                 f"model '{model.name}': url '{shown}': {exc}", model=model.key, url=shown
             ) from None
+        if httpx.URL(url).scheme == "http" and not self._allowed(pinned):
+            raise InvalidWorkflowError(
+                f"model '{model.name}': url '{shown}' must be https:// (plain http only to a "
+                f"host in {ALLOW_SETTING})",
+                model=model.key,
+                url=shown,
+            )
         headers = {"Host": pinned.host_header, **self.settings.models_headers(pinned.sni)}
         if offset:
             headers["Range"] = f"bytes={offset}-"
@@ -144,6 +153,12 @@ class Sources:
             return client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise _cut(exc, model, shown) from None
+
+    def _allowed(self, pinned: Pinned) -> bool:
+        """Whether the allow-list names this host or its address (a trusted internal store)."""
+        if pinned.sni in self.allow.hosts:
+            return True
+        return self.allow.allows(ipaddress.ip_address(pinned.target.host))
 
     def _body(self, model: ModelDecl, url: str, response: httpx.Response, offset: int) -> Body:
         shown = describe_url(url)

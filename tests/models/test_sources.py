@@ -237,3 +237,18 @@ def test_a_1_gib_model_downloads_with_flat_memory(
     print(f"peak RSS growth for a 1 GiB model: {report['growth_mib']:.1f} MiB")
     assert report["growth_mib"] <= 64, report
     assert (models_dir / "checkpoints/big.safetensors").stat().st_size == size
+
+
+def test_plain_http_only_to_an_allowed_address(tmp_path: Path) -> None:
+    """http:// to a public address is refused (a model travels over https)."""
+    settings = make_settings("http://127.0.0.1:1", tmp_path / "out")
+
+    def public(host: str, port: int) -> list[str]:
+        return ["93.184.215.14"]
+
+    model = ModelDecl(folder="vae", name="v.pt", url="http://models.test/v.pt", sha256="a" * 64)
+    with (
+        pytest.raises(InvalidWorkflowError, match="must be https://"),
+        Sources(settings, resolver=public).open(model, 0),
+    ):
+        pass
