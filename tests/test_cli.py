@@ -222,6 +222,31 @@ def test_check_names_the_templates_this_comfyui_cannot_run(comfy: FakeComfyUI, t
     assert smoke.startswith("ok")
 
 
+def test_check_lists_each_templates_declared_models(comfy: FakeComfyUI, tmp_path: Path):
+    """Declared models are listed with whether ComfyUI has them; a missing one is no failure."""
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    graph = json.loads((ROOT / "workflows/txt2img_sdxl.json").read_text())
+    base = {"url": "https://huggingface.co/x/y", "sha256": "a" * 64}
+    graph["_models"] = [
+        {"folder": "checkpoints", "name": "sd_xl_base_1.0.safetensors", **base},
+        {"folder": "loras", "name": "detail.safetensors", **base},
+    ]
+    (workflows / "sdxl.json").write_text(json.dumps(graph))
+    env = {
+        **comfy_env(comfy, tmp_path / "out"),
+        "COMFYUI_WORKFLOWS_DIR": str(workflows),
+        "COMFYUI_MODELS_DIR": str(tmp_path / "models"),
+    }
+    done = main_py("check", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [line for line in done.stdout.splitlines() if "models:" in line]
+    assert line == (
+        "ok    template sdxl models: checkpoints/sd_xl_base_1.0.safetensors present, "
+        "loras/detail.safetensors missing (downloaded on first use)"
+    )
+
+
 def test_check_says_when_its_write_created_the_bucket(comfy: FakeComfyUI, tmp_path: Path):
     """A store that creates buckets on write: `check` warns that the bucket was missing."""
     with running_seaweed(tmp_path / "weed", auto_create_bucket=True) as store:

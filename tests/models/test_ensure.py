@@ -16,6 +16,7 @@ from comfyui_worker.errors import ComfyWorkerError, InvalidWorkflowError, ModelS
 from comfyui_worker.models.ensure import ModelEnsurer, Outcome
 from comfyui_worker.models.ledger import Ledger
 from comfyui_worker.run.execution import Runner
+from comfyui_worker.run.warmup import WarmUp
 from comfyui_worker.settings import ComfySettings
 from comfyui_worker.workflow.modeldecl import ModelDecl
 from comfyui_worker.workflow.request import Identity, RunRequest, TaskPreparer
@@ -349,3 +350,17 @@ def test_the_ledger_survives_as_json(models_dir: Path) -> None:
     raw = json.loads((models_dir / ".comfyui-worker/models.json").read_text())
     assert raw["files"]["vae/v.safetensors"]["size_bytes"] == 10
     assert hashlib.sha256(b"").hexdigest() not in raw
+
+
+def test_the_warm_up_fetches_its_models_before_running(
+    runner: Runner, settings: ComfySettings, server: ModelServer, comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    """WORKER_WARMUP_WORKFLOW with _models: the models are in place before its prompt runs."""
+    model = declare(server, "warm.safetensors", b"w" * 5000)
+    template = json.loads((WORKFLOWS / "smoke.json").read_text())
+    template["_models"] = [model.model_dump(exclude_none=True)]
+    source = tmp_path / "warm.json"
+    source.write_text(json.dumps(template))
+    WarmUp(runner, TaskPreparer(settings), str(source)).once()
+    assert "warm.safetensors" in comfy.installed("checkpoints") and len(comfy.executed) == 1
+    assert server.gets("warm.safetensors") == 1
