@@ -3,7 +3,7 @@
 Serves the files of a directory (``/name``) with ``Range: bytes=N-`` support. Test
 controls: ``cut_after`` (the next responses of a path stop after N body bytes, the
 connection closed), ``hold_after`` (a path's body pauses after N bytes until
-``release``), ``no_ranges`` (answer 200 whole). ``requests`` records (path, Range,
+``release``), ``no_ranges`` (answer 200 whole), ``unsized`` (no Content-Length). ``requests`` records (path, Range,
 Authorization) of every request.
 """
 
@@ -28,6 +28,7 @@ class ModelServer:
         self.hold_after: dict[str, int] = {}
         self.released = threading.Event()
         self.no_ranges = False
+        self.unsized: set[str] = set()  # paths answered without Content-Length (until close)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,7 +87,8 @@ class ModelServer:
             handler.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         else:
             handler.send_response(200)
-        handler.send_header("Content-Length", str(size - start))
+        if path not in self.unsized:
+            handler.send_header("Content-Length", str(size - start))
         handler.end_headers()
         cuts = self.cut_after.get(path, [])
         limit = cuts.pop(0) if cuts else None

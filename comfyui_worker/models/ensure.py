@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from comfyui_worker.comfy.client import ComfyClient
-from comfyui_worker.errors import ModelSourceError, ModelStorageError
+from comfyui_worker.errors import ModelSourceError, ModelStorageError, WorkerShuttingDownError
 from comfyui_worker.models.files import Downloaded, Hold, ModelFiles, shown_size
 from comfyui_worker.models.sources import Sources
 from comfyui_worker.settings import ComfySettings
@@ -136,10 +136,20 @@ class ModelEnsurer:
         assert self.files is not None
         log.info("models.downloading", model=model.key, url=model.url.split("?")[0][:200])
         deadline = Deadline(self.settings.models_timeout_s)
-        for attempt in deadline.retrying((ModelSourceError,), self.settings.http_retries + 1):
-            with attempt:
-                return self.files.download(model)
-        raise AssertionError("unreachable: stamina re-raises the last error")
+        try:
+            for attempt in deadline.retrying((ModelSourceError,), self.settings.http_retries + 1):
+                with attempt:
+                    if self.sources.interrupted.is_set():
+                        break
+                    return self.files.download(model)
+        except ModelSourceError:
+            if not self.sources.interrupted.is_set():
+                raise
+        raise WorkerShuttingDownError(
+            f"model '{model.name}': the download was interrupted by the worker's shutdown; "
+            "the partial file stays for the next attempt",
+            model=model.key,
+        )
 
     def _report(self, model: ModelDecl, outcome: Outcome, say: Say) -> None:
         done = outcome.downloaded

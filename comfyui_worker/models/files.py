@@ -112,7 +112,9 @@ class ModelFiles:
     def hold(self, model: ModelDecl) -> Hold:
         """The model's lock file, not yet locked."""
         digest = hashlib.sha256(model.key.encode()).hexdigest()[:32]
-        return Hold(self.root / STATE_DIR / "locks" / f"{digest}.lock")
+        path = self.root / STATE_DIR / "locks" / f"{digest}.lock"
+        with self._storage("create the lock file", path):
+            return Hold(path)
 
     def present(self, model: ModelDecl) -> bool:
         """Whether the file is in place (the ledger learns it was used, if it is ours)."""

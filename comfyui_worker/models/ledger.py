@@ -9,6 +9,7 @@ copied in by hand is never touched. ``victims`` picks least recently used ones f
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -16,6 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from comfyui_worker.errors import ModelStorageError
 
 STATE_DIR = ".comfyui-worker"
 LEDGER_FILE = "models.json"
@@ -42,14 +45,21 @@ class Ledger:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Entry]]:
         """The entries, locked against other processes; changes are written back on exit."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "ledger.lock", "a+b") as lock:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            lock = open(self.state_dir / "ledger.lock", "a+b")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise _storage_error(exc, self.state_dir) from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = self._read()
             before = dict(entries)
             yield entries
             if entries != before:
-                self._write(entries)
+                try:
+                    self._write(entries)
+                except OSError as exc:
+                    raise _storage_error(exc, self.path) from None
 
     def entries(self) -> dict[str, Entry]:
         """A snapshot of every entry."""
@@ -93,6 +103,15 @@ class Ledger:
         temp = self.path.with_name(f".{LEDGER_FILE}.tmp")
         temp.write_text(json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True))
         os.replace(temp, self.path)
+
+
+def _storage_error(exc: OSError, path: Path) -> ModelStorageError:
+    code = errno.errorcode.get(exc.errno or 0, "unknown")
+    return ModelStorageError(
+        f"cannot keep the models ledger {path}: {exc.strerror or exc} ({code})",
+        path=str(path),
+        errno=code,
+    )
 
 
 def victims(

@@ -13,8 +13,10 @@ resuming).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,12 @@ import obstore
 from obstore.exceptions import BaseError
 from obstore.exceptions import NotFoundError as ObjectMissing
 
-from comfyui_worker.errors import ConfigError, InvalidWorkflowError, ModelSourceError
+from comfyui_worker.errors import (
+    ConfigError,
+    InvalidWorkflowError,
+    ModelSourceError,
+    WorkerShuttingDownError,
+)
 from comfyui_worker.outputs.objstore import ObjectStore
 from comfyui_worker.settings import ComfySettings
 from comfyui_worker.transport import mapped_chunks, unreachable
@@ -72,18 +79,28 @@ class Sources:
         self.resolver = resolver
         self._stores: dict[str, ObjectStore] = {}
         self._clients: set[httpx.Client] = set()
+        self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.interrupted = threading.Event()
 
     def interrupt(self) -> None:
-        """Close every HTTP connection in flight: their reads fail at once."""
+        """Close every HTTP connection in flight (their reads fail at once); open no more."""
+        self.interrupted.set()
         with self._lock:
-            clients = list(self._clients)
+            clients, sockets = list(self._clients), list(self._sockets)
+        for sock in sockets:  # closing alone would not wake a thread blocked reading it
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         for client in clients:
             client.close()
 
     @contextmanager
     def open(self, model: ModelDecl, offset: int) -> Iterator[Body]:
         """The model's bytes, resumed at ``offset`` where the source allows."""
+        if self.interrupted.is_set():
+            raise WorkerShuttingDownError(
+                f"model '{model.name}': not downloaded, the worker is shutting down"
+            )
         if model.url.lower().startswith("s3://"):
             yield self._s3(model, offset)
             return
@@ -105,9 +122,16 @@ class Sources:
                     response.close()
                     url = str(httpx.URL(url).join(response.headers["location"]))
                     continue
+                sock = _socket_of(response)
+                if sock is not None:
+                    with self._lock:
+                        self._sockets.add(sock)
                 try:
                     yield self._body(model, url, response, offset)
                 finally:
+                    if sock is not None:
+                        with self._lock:
+                            self._sockets.discard(sock)
                     response.close()
                 return
             raise ModelSourceError(
@@ -255,6 +279,13 @@ class Sources:
 
 class RestartDownload(Exception):
     """The source cannot resume at the offset asked: the download starts over."""
+
+
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    """The response's socket (httpcore's network stream), for the drain to shut down."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _length(value: str | None) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -364,3 +365,74 @@ def test_the_warm_up_fetches_its_models_before_running(
     WarmUp(runner, TaskPreparer(settings), str(source)).once()
     assert "warm.safetensors" in comfy.installed("checkpoints") and len(comfy.executed) == 1
     assert server.gets("warm.safetensors") == 1
+
+
+@pytest.fixture
+def tiny_models(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs as the models directory (needs root, as in CI)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_mid_download_keeps_no_half_file(
+    comfy: FakeComfyUI, tmp_path: Path, tiny_models: Path, server: ModelServer
+) -> None:
+    """No size known in advance and the disk fills: model-storage-failed naming the path, no file."""
+    model = declare(server, "full.safetensors", os.urandom(1_000_000))
+    server.unsized.add("/full.safetensors")
+    settings = settings_for(comfy, tmp_path, tiny_models)
+    with Runner(settings) as runner, pytest.raises(ModelStorageError) as caught:
+        ensure(runner.models, model)
+    assert caught.value.details["errno"] == "ENOSPC"
+    assert str(tiny_models / "checkpoints") in caught.value.message
+    assert list((tiny_models / "checkpoints").iterdir()) == []
+
+
+def test_the_drain_cuts_a_download_and_hands_the_task_back(
+    runner: Runner, server: ModelServer, models_dir: Path
+) -> None:
+    """interrupt(): the download in flight stops as worker-shutting-down; the partial stays."""
+    model = declare(server, "drain.safetensors", os.urandom(2_000_000))
+    server.hold_after["/drain.safetensors"] = 500_000
+    failures: list[ComfyWorkerError] = []
+
+    def task() -> None:
+        try:
+            ensure(runner.models, model)
+        except ComfyWorkerError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=task)
+    thread.start()
+    partial = models_dir / "checkpoints/.drain.safetensors.part"
+    wait_until(lambda: partial.exists() and partial.stat().st_size >= 500_000)
+    runner.models.interrupt()
+    thread.join(30)
+    assert [f.name for f in failures] == ["worker-shutting-down"]
+    assert not (models_dir / "checkpoints/drain.safetensors").exists() and partial.exists()
+
+
+@pytest.mark.slow
+def test_a_source_that_stalls_fails_as_a_retried_technical_error(
+    comfy: FakeComfyUI, tmp_path: Path, models_dir: Path, server: ModelServer
+) -> None:
+    """A drip that stops: each try times out (COMFYUI_HTTP_TIMEOUT_SEC), then model-source-failed."""
+    model = declare(server, "stall.safetensors", os.urandom(1_000_000))
+    server.hold_after["/stall.safetensors"] = 300_000
+    settings = settings_for(comfy, tmp_path, models_dir, COMFYUI_HTTP_TIMEOUT_SEC="0.5")
+    with Runner(settings) as runner, pytest.raises(ComfyWorkerError) as caught:
+        ensure(runner.models, model)
+    assert caught.value.name == "model-source-failed" and not caught.value.business
+    assert not (models_dir / "checkpoints/stall.safetensors").exists()
+    assert server.gets("stall.safetensors") == settings.http_retries + 1
