@@ -111,7 +111,10 @@ class ModelFiles:
 
     def hold(self, model: ModelDecl) -> Hold:
         """The model's lock file, not yet locked."""
-        digest = hashlib.sha256(model.key.encode()).hexdigest()[:32]
+        return self._hold_key(model.key)
+
+    def _hold_key(self, key: str) -> Hold:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         path = self.root / STATE_DIR / "locks" / f"{digest}.lock"
         with self._storage("create the lock file", path):
             return Hold(path)
@@ -173,10 +176,7 @@ class ModelFiles:
                     f"COMFYUI_MODELS_MAX_BYTES ({self.max_bytes})",
                     model=model.key,
                 )
-            entries = self.ledger.entries()
-            for entry in victims(entries, total, self.max_bytes, keep=model.key):
-                if self._evict(entry):
-                    evicted.append(entry.key)
+            evicted = self._evict_for(model, total)
         need = total - offset + SPARE_BYTES
         with self._storage("check the free space of", self.root):
             free = shutil.disk_usage(self.path(model).parent).free
@@ -190,16 +190,39 @@ class ModelFiles:
             )
         return tuple(evicted)
 
+    def _evict_for(self, model: ModelDecl, total: int) -> list[str]:
+        """Evict least recently used downloads, skipping held ones, until ``total`` fits."""
+        assert self.max_bytes is not None
+        entries = self.ledger.entries()
+        entries.pop(model.key, None)
+        evicted: list[str] = []
+        while True:
+            used = sum(e.size_bytes for e in entries.values())
+            if used + total <= self.max_bytes:
+                return evicted
+            candidates = victims(entries, total, self.max_bytes, keep=model.key)
+            removed = next((e for e in candidates if self._evict(e)), None)
+            if removed is None:
+                raise ModelStorageError(
+                    f"model '{model.name}' ({total} bytes) does not fit in "
+                    f"COMFYUI_MODELS_MAX_BYTES ({self.max_bytes}): {used} bytes of downloads "
+                    "are held by tasks that use them",
+                    model=model.key,
+                )
+            evicted.append(removed.key)
+            entries.pop(removed.key)
+
     def _evict(self, entry: Entry) -> bool:
         """Remove one of our downloads unless a task holds it; whether it was removed."""
-        folder, _, name = entry.key.partition("/")
-        victim = ModelDecl(folder=folder, name=name, url="s3://evicted/x", sha256=entry.sha256)
-        hold = self.hold(victim)
+        if entry.key.startswith("/") or ".." in entry.key.split("/"):  # a ledger edited by hand
+            self.ledger.forget(entry.key)
+            return False
+        hold = self._hold_key(entry.key)
         try:
             if not hold.try_exclusive():
                 return False
             with contextlib.suppress(FileNotFoundError):
-                self.path(victim).unlink()
+                (self.root / entry.key).unlink()
             self.ledger.forget(entry.key)
             log.info("models.evicted", model=entry.key, size_bytes=entry.size_bytes)
             return True

@@ -241,12 +241,16 @@ def test_least_recently_used_downloads_are_evicted_and_others_never(
 def test_a_model_in_use_is_not_evicted(
     comfy: FakeComfyUI, tmp_path: Path, models_dir: Path, server: ModelServer
 ) -> None:
-    """A model held by a running task stays, even past the budget."""
+    """A model held by a running task stays; what cannot fit then is model-storage-failed."""
     settings = settings_for(comfy, tmp_path, models_dir, COMFYUI_MODELS_MAX_BYTES="150")
     a, b = (declare(server, f"{n}.safetensors", n.encode() * 100) for n in "ab")
     with Runner(settings) as runner, runner.models.ensured([a], lambda _: None):
-        ensure(runner.models, b)
+        with pytest.raises(ModelStorageError, match="held by tasks that use them"):
+            ensure(runner.models, b)
         assert (models_dir / "checkpoints/a.safetensors").exists()
+    with Runner(settings) as runner:  # once a's task is done, b evicts it
+        ensure(runner.models, b)
+    assert not (models_dir / "checkpoints/a.safetensors").exists()
 
 
 def test_no_free_space_is_a_storage_error_naming_the_path(
