@@ -3,7 +3,7 @@
 Serves the files of a directory (``/name``) with ``Range: bytes=N-`` support. Test
 controls: ``cut_after`` (the next responses of a path stop after N body bytes, the
 connection closed), ``hold_after`` (a path's body pauses after N bytes until
-``release``), ``no_ranges`` (answer 200 whole), ``unsized`` (no Content-Length). ``requests`` records (path, Range,
+``release``), ``no_ranges`` (answer 200 whole), ``unsized`` (no Content-Length), ``redirects`` (a 302 to a URL). ``requests`` records (path, Range,
 Authorization) of every request.
 """
 
@@ -29,6 +29,7 @@ class ModelServer:
         self.released = threading.Event()
         self.no_ranges = False
         self.unsized: set[str] = set()  # paths answered without Content-Length (until close)
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,6 +70,12 @@ class ModelServer:
         self.requests.append(
             (path, handler.headers.get("Range"), handler.headers.get("Authorization"))
         )
+        if path in self.redirects:
+            handler.send_response(302)
+            handler.send_header("Location", self.redirects[path])
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         file = self.root / path.lstrip("/")
         if path.count("/") != 1 or not file.is_file():
             handler.send_error(404)

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from comfyui_worker.comfy.client import ComfyClient
 from comfyui_worker.errors import ComfyWorkerError, InvalidWorkflowError, ModelStorageError
 from comfyui_worker.models.ensure import ModelEnsurer, Outcome
 from comfyui_worker.models.ledger import Ledger
+from comfyui_worker.models.sources import Sources
 from comfyui_worker.run.execution import Runner
 from comfyui_worker.run.warmup import WarmUp
 from comfyui_worker.settings import ComfySettings
@@ -214,6 +216,30 @@ def test_the_token_goes_only_to_its_hosts(
     auth = {path: header for path, _, header in server.requests}
     assert auth == {"/a.safetensors": None, "/b.safetensors": "Bearer hf_secret"}
     assert "hf_secret" not in repr(trusted)
+
+
+def test_a_redirect_to_another_host_is_followed_without_the_token(
+    comfy: FakeComfyUI, tmp_path: Path, models_dir: Path, server: ModelServer
+) -> None:
+    """A hub's redirect to its CDN: followed (each hop checked), the token left behind."""
+    data = b"r" * 5000
+    sha = server.add("cdn.safetensors", data)
+    server.redirects["/resolve"] = server.url("cdn.safetensors")  # 127.0.0.1: another host
+    settings = settings_for(
+        comfy,
+        tmp_path,
+        models_dir,
+        COMFYUI_MODELS_TOKEN="hf_secret",
+        COMFYUI_MODELS_TOKEN_HOSTS="localhost",
+    )
+    url = server.url("resolve").replace("127.0.0.1", "localhost")
+    model = ModelDecl(folder="loras", name="r.safetensors", url=url, sha256=sha)
+    sources = Sources(settings, resolver=lambda host, port: ["127.0.0.1"])  # localhost, pinned
+    with ComfyClient(settings) as client:
+        ensure(ModelEnsurer(settings, client, sources=sources), model)
+    assert (models_dir / "loras/r.safetensors").read_bytes() == data
+    auth = [(path, header) for path, _, header in server.requests]
+    assert auth == [("/resolve", "Bearer hf_secret"), ("/cdn.safetensors", None)]
 
 
 def test_least_recently_used_downloads_are_evicted_and_others_never(
