@@ -118,18 +118,43 @@ class ModelEnsurer:
                 "COMFYUI_MODELS_DIR is not set, so this worker cannot fetch it",
                 model=model.key,
             )
+        if not self.files.root.is_dir():
+            raise ModelStorageError(
+                f"COMFYUI_MODELS_DIR {self.files.root} does not exist (it must be the models "
+                "directory ComfyUI reads, as the worker sees it)",
+                path=str(self.files.root),
+            )
         hold = self.files.hold(model).shared()  # waits while another task downloads it
         try:
             if self.files.present(model) or in_comfy:  # present() marks it used
-                return Outcome(model.key), hold
-            hold.exclusive()
-            if self.files.present(model):  # another task fetched it meanwhile
-                return Outcome(model.key), hold.shared()
-            downloaded = self._download(model)
-            return Outcome(model.key, downloaded), hold.shared()
+                outcome = Outcome(model.key)
+            else:
+                hold.exclusive()
+                downloaded = None
+                if not self.files.present(model):  # else another task fetched it meanwhile
+                    downloaded = self._download(model)
+                hold.shared()
+                outcome = Outcome(model.key, downloaded)
+            if listed is not None and not in_comfy:
+                self._check_listed(model)
+            return outcome, hold
         except BaseException:
             hold.release()
             raise
+
+    def _check_listed(self, model: ModelDecl) -> None:
+        """The file is in COMFYUI_MODELS_DIR: ComfyUI must now list it, else the dirs differ."""
+        listed = self.client.models(model.folder)
+        if listed is None or model.name in listed:
+            return
+        assert self.files is not None
+        raise ModelStorageError(
+            f"model '{model.name}' is in {self.files.path(model)}, but ComfyUI does not list "
+            f"it in models/{model.folder}: COMFYUI_MODELS_DIR must be the models directory "
+            "ComfyUI reads, as the worker sees it",
+            model=model.key,
+            path=str(self.files.path(model)),
+        )
 
     def _download(self, model: ModelDecl) -> Downloaded:
         """Download with resume: a cut or a 5xx is retried from where it stopped."""

@@ -308,6 +308,25 @@ def test_without_a_models_dir_a_missing_model_says_so(
         ensure(runner.models, model)
 
 
+def test_a_models_dir_comfyui_does_not_read_is_named(
+    comfy: FakeComfyUI, tmp_path: Path, server: ModelServer
+) -> None:
+    """Downloaded where ComfyUI does not look: model-storage-failed says which directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    model = declare(server, "lost.safetensors", b"l" * 100)
+    with (
+        Runner(settings_for(comfy, tmp_path, elsewhere)) as runner,
+        pytest.raises(ModelStorageError, match="ComfyUI does not list it"),
+    ):
+        ensure(runner.models, model)
+    with (
+        Runner(settings_for(comfy, tmp_path, tmp_path / "typo")) as runner,
+        pytest.raises(ModelStorageError, match="typo does not exist"),
+    ):
+        ensure(runner.models, model)
+
+
 def task_with_model(model: ModelDecl) -> dict[str, Any]:
     return {
         "template": "txt2img_sdxl",

@@ -622,6 +622,7 @@ def test_with_prefetch_a_queued_task_fetches_its_models_while_the_current_one_ru
     with ModelServer(served) as server:
         sha = server.add("prefetched.safetensors", data)
         models = tmp_path / "models"
+        models.mkdir()
         comfy.models_dir = models
         spawn(
             WORKER_PREFETCH="1",
