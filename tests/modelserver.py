@@ -3,7 +3,7 @@
 Serves the files of a directory (``/name``) with ``Range: bytes=N-`` support. Test
 controls: ``cut_after`` (the next responses of a path stop after N body bytes, the
 connection closed), ``hold_after`` (a path's body pauses after N bytes until
-``release``), ``no_ranges`` (answer 200 whole), ``unsized`` (no Content-Length), ``redirects`` (a 302 to a URL). ``requests`` records (path, Range,
+``release``), ``drip_s`` (a slow drip), ``no_ranges`` (answer 200 whole), ``unsized`` (no Content-Length), ``redirects`` (a 302 to a URL). ``requests`` records (path, Range,
 Authorization) of every request.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,7 @@ class ModelServer:
         self.no_ranges = False
         self.unsized: set[str] = set()  # paths answered without Content-Length (until close)
         self.redirects: dict[str, str] = {}  # path -> Location of a 302
+        self.drip_s: dict[str, float] = {}  # path -> pause between 4 KiB blocks (a slow drip)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,9 +102,12 @@ class ModelServer:
         cuts = self.cut_after.get(path, [])
         limit = cuts.pop(0) if cuts else None
         hold = self.hold_after.get(path)
+        drip = self.drip_s.get(path)
         sent = 0
         try:
-            for block in _blocks(file, start):
+            for block in _blocks(file, start, 4096 if drip else BLOCK):
+                if drip:
+                    time.sleep(drip)  # the server's pace, not the test's
                 if limit is not None and sent + len(block) > limit:
                     handler.wfile.write(block[: limit - sent])
                     handler.wfile.flush()
@@ -117,8 +122,8 @@ class ModelServer:
             return
 
 
-def _blocks(file: Path, start: int) -> Iterator[bytes]:
+def _blocks(file: Path, start: int, size: int) -> Iterator[bytes]:
     with open(file, "rb") as handle:
         handle.seek(start)
-        while block := handle.read(BLOCK):
+        while block := handle.read(size):
             yield block

@@ -13,6 +13,7 @@ models while the current one executes.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -161,12 +162,13 @@ class ModelEnsurer:
         assert self.files is not None
         log.info("models.downloading", model=model.key, url=model.url.split("?")[0][:200])
         deadline = Deadline(self.settings.models_timeout_s)
+        ends = time.monotonic() + self.settings.models_timeout_s  # one budget for every try
         try:
             for attempt in deadline.retrying((ModelSourceError,), self.settings.http_retries + 1):
                 with attempt:
                     if self.sources.interrupted.is_set():
                         break
-                    return self.files.download(model)
+                    return self.files.download(model, ends)
         except ModelSourceError:
             if not self.sources.interrupted.is_set():
                 raise

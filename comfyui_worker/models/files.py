@@ -126,10 +126,14 @@ class ModelFiles:
         self.ledger.touch(model.key)
         return True
 
-    def download(self, model: ModelDecl) -> Downloaded:
-        """Fetch the model into place; the caller holds its lock exclusively."""
+    def download(self, model: ModelDecl, ends: float | None = None) -> Downloaded:
+        """Fetch the model into place; the caller holds its lock exclusively.
+
+        ``ends`` (``time.monotonic()``) is the deadline of the whole download, retries
+        included (``COMFYUI_MODELS_TIMEOUT_SEC``); by default it starts now.
+        """
         began = time.monotonic()
-        ends = began + self.timeout_s
+        ends = began + self.timeout_s if ends is None else ends
         dest = self.path(model)
         with self._storage("create the folder of", dest.parent):
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -139,13 +143,15 @@ class ModelFiles:
             offset = self._discard(partial)
         try:
             with self.sources.open(model, offset) as body:
-                if body.offset != offset:  # the source starts over: so do we
-                    offset = self._discard(partial)
+                if body.offset != offset:
+                    if body.offset != 0:  # resumed elsewhere than asked: start over
+                        raise RestartDownload()
+                    offset = self._discard(partial)  # the source starts over: so do we
                 evicted = self._make_room(model, body, offset)
                 size, actual = self._write(model, body, partial, ends)
         except RestartDownload:
             self._discard(partial)
-            return self.download(model)
+            return self.download(model, ends)
         self._verify(model, partial, size, actual)
         with self._storage("store", dest):
             os.replace(partial, dest)

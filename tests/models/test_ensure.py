@@ -485,3 +485,19 @@ def test_a_source_that_stalls_fails_as_a_retried_technical_error(
     assert caught.value.name == "model-source-failed" and not caught.value.business
     assert not (models_dir / "checkpoints/stall.safetensors").exists()
     assert server.gets("stall.safetensors") == settings.http_retries + 1
+
+
+@pytest.mark.slow
+def test_a_slow_drip_is_cut_by_the_download_deadline(
+    comfy: FakeComfyUI, tmp_path: Path, models_dir: Path, server: ModelServer
+) -> None:
+    """A source that trickles forever cannot hold the slot: one deadline for every try."""
+    model = declare(server, "drip.safetensors", os.urandom(4_000_000))
+    server.drip_s["/drip.safetensors"] = 0.01
+    settings = settings_for(comfy, tmp_path, models_dir, COMFYUI_MODELS_TIMEOUT_SEC="1")
+    with Runner(settings) as runner, pytest.raises(ComfyWorkerError) as caught:
+        ensure(runner.models, model)
+    assert caught.value.name == "model-source-failed"
+    assert "COMFYUI_MODELS_TIMEOUT_SEC" in caught.value.message
+    assert not (models_dir / "checkpoints/drip.safetensors").exists()
+    assert (models_dir / "checkpoints/.drip.safetensors.part").stat().st_size > 0
