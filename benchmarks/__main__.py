@@ -23,7 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import detection, download, idle, overhead, overlap, report, through_lh, upload
+from benchmarks import (
+    detection,
+    download,
+    idle,
+    models,
+    overhead,
+    overlap,
+    report,
+    through_lh,
+    upload,
+)
 from benchmarks.common import GIB, MIB, machine
 from benchmarks.fakeproc import FakeProcess
 from benchmarks.target import FakeTarget, RealTarget, Target
@@ -46,10 +56,12 @@ class Plan:
     overlap_bytes: int
     upload_bytes: int
     upload_rounds: int
+    model_bytes: int
+    model_rounds: int
 
 
-FULL = Plan(200, 20, 20, GIB, 2, 5.0, 500, 30.0, 100, GIB, GIB, 2)
-QUICK = Plan(20, 6, 2, 64 * MIB, 1, 0.0, 50, 3.0, 10, 64 * MIB, 64 * MIB, 1)
+FULL = Plan(200, 20, 20, GIB, 2, 5.0, 500, 30.0, 100, GIB, GIB, 2, GIB, 2)
+QUICK = Plan(20, 6, 2, 64 * MIB, 1, 0.0, 50, 3.0, 10, 64 * MIB, 64 * MIB, 1, 64 * MIB, 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +186,11 @@ def _items(
             lambda: upload.measure(
                 plan.upload_bytes, plan.upload_rounds, plan.settle_s, part_mib=8
             ),
+        ),
+        (
+            "models",
+            f"model download of {plan.model_bytes // MIB} MiB vs curl -o",
+            lambda: models.measure(plan.model_bytes, plan.model_rounds, plan.settle_s),
         ),
     ]
     for number, (key, what, step) in enumerate(steps, 1):

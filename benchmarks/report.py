@@ -109,6 +109,15 @@ GOALS = (
         64,
         "MiB",
     ),
+    Goal("models_ratio", "model download vs curl", ("models", "ratio_to_curl_pct"), ">=", 80, "%"),
+    Goal(
+        "models_rss",
+        "RSS growth during a model download",
+        ("models", "ours_rss_growth_mib_worst"),
+        "<=",
+        64,
+        "MiB",
+    ),
 )
 
 
@@ -184,6 +193,7 @@ def table(results: Results) -> str:
         ("through_littlehorse", _through_lh),
         ("overlap", _overlap),
         ("upload", _upload),
+        ("models", _models),
     ):
         if key in results:
             section(out, results[key])
@@ -319,3 +329,26 @@ def _upload(out: _Table, up: Results, *, detail: bool = False) -> None:
         out.add("boto3: peak RSS growth (worst)", f"{up['boto3_rss_growth_mib_worst']:.1f} MiB")
         cpu = [run["cpu_user_s"] + run["cpu_sys_s"] for run in (ours, boto)]
         out.add("CPU user+sys, ours / boto3", f"{cpu[0]:.1f} / {cpu[1]:.1f} s")
+
+
+def models_table(models: Results) -> str:
+    """Item 8 alone (``python -m benchmarks.models``)."""
+    out = _Table({"models": models})
+    _models(out, models)
+    return out.render()
+
+
+def _models(out: _Table, models: Results) -> None:
+    ours, curl = models["ours"], models["curl"]
+    out.title(f"8. Model download of {_size(models['size_bytes'])} over local HTTP")
+    out.add(
+        "ModelFiles.download: guard, hash, fsync, rename (best)", f"{ours['mb_per_s']:.0f} MB/s"
+    )
+    out.add("curl -o, same file (best)", f"{curl['mb_per_s']:.0f} MB/s")
+    out.add("ours / curl", f"{models['ratio_to_curl_pct']:.0f} %", "models_ratio")
+    verified = models["curl_verified_mb_per_s"]
+    out.add("curl -o, then sha256sum + fsync (best)", f"{verified:.0f} MB/s")
+    out.add("ours / curl + sha256sum + fsync", f"{100 * ours['mb_per_s'] / verified:.0f} %")
+    out.add(
+        "peak RSS growth (worst)", f"{models['ours_rss_growth_mib_worst']:.1f} MiB", "models_rss"
+    )

@@ -17,7 +17,8 @@ gRPC errors become these in exactly one place each: HTTP in ``transport.py``
     │   └── ExecutionInterruptedError execution-interrupted     exit 5
     └── TechnicalError               (retried by the WfSpec)    exit 6
         ├── UnreachableError         (a transport failure; ``maybe_delivered``)
-        │   └── ComfyUnavailableError comfyui-unavailable
+        │   ├── ComfyUnavailableError comfyui-unavailable
+        │   └── ModelSourceError     model-source-failed
         ├── ComfyServerError         comfyui-server-error
         ├── ComfyRequestError        comfyui-request-failed
         ├── PromptVanishedError      prompt-vanished
@@ -27,6 +28,7 @@ gRPC errors become these in exactly one place each: HTTP in ``transport.py``
         ├── WorkerNotReadyError      worker-not-ready
         ├── AttemptFencedError       attempt-fenced
         ├── OutputStorageError       output-storage-failed      exit 7
+        ├── ModelStorageError        model-storage-failed       exit 7
         ├── LittleHorseError         littlehorse-refused        exit 8
         │   ├── LittleHorseUnavailableError littlehorse-unavailable exit 8
         │   └── NotFoundError        not-found                  exit 9
@@ -231,6 +233,23 @@ class OutputStorageError(TechnicalError):
     name = "output-storage-failed"
     exit_code = ExitCode.STORAGE
     http_status = 502
+
+
+class ModelStorageError(TechnicalError):
+    """A model could not be stored in COMFYUI_MODELS_DIR: no space, read-only, not set."""
+
+    name = "model-storage-failed"
+    exit_code = ExitCode.STORAGE
+    http_status = 502
+
+
+class ModelSourceError(UnreachableError):
+    """A model's source failed (cut, timeout, 5xx, no answer); the next try resumes."""
+
+    name = "model-source-failed"
+
+    def __init__(self, message: str, *, maybe_delivered: bool = False, **details: Any) -> None:
+        super().__init__(message, maybe_delivered=maybe_delivered, **details)
 
 
 class LittleHorseError(TechnicalError):

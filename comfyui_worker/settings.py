@@ -119,7 +119,29 @@ class OutputStoreSettings(_EnvSettings):
         }
 
 
-class ComfySettings(DeadlineSettings, OutputStoreSettings, TemplateSettings, InputDirSettings):
+class ModelSettings(_EnvSettings):
+    """Models on demand: where ComfyUI's models are, how much the worker may fill, sources."""
+
+    models_dir: Path | None = Field(None, alias="COMFYUI_MODELS_DIR")
+    models_max_bytes: int | None = Field(None, gt=0, alias="COMFYUI_MODELS_MAX_BYTES")
+    models_url_allow: CommaList = Field((), alias="COMFYUI_MODELS_URL_ALLOW")
+    models_token: SecretStr | None = Field(None, alias="COMFYUI_MODELS_TOKEN")
+    models_token_hosts: CommaList = Field(
+        ("huggingface.co", "hf.co"), alias="COMFYUI_MODELS_TOKEN_HOSTS"
+    )
+    models_timeout_s: float = Field(3600.0, gt=0, alias="COMFYUI_MODELS_TIMEOUT_SEC")
+
+    def models_headers(self, host: str) -> dict[str, str]:
+        """The bearer token, only for the hosts it is meant for (never a task's own host)."""
+        host = host.lower().rstrip(".")
+        if self.models_token is None or host not in self.models_token_hosts:
+            return {}
+        return {"Authorization": f"Bearer {self.models_token.get_secret_value()}"}
+
+
+class ComfySettings(
+    DeadlineSettings, OutputStoreSettings, TemplateSettings, InputDirSettings, ModelSettings
+):
     """How to reach ComfyUI, how long to wait, and where outputs go."""
 
     base_url: AnyHttpUrl = Field(alias="COMFYUI_BASE_URL")

@@ -55,6 +55,7 @@ EXPECTED: dict[str, dict[str, set[str] | None]] = {
         "prefetch_1": {"gap_ms", "download_ms"},
     },
     "upload": {"size_bytes": None, "ratio_to_boto3_pct": None, "ours_rss_growth_mib_worst": None},
+    "models": {"size_bytes": None, "ratio_to_curl_pct": None, "ours_rss_growth_mib_worst": None},
 }
 OVERHEAD_PARTS = {"overhead", "wall", "comfy_execution", "before_start", "after_finish"}
 

@@ -16,6 +16,7 @@ from fakes.littlehorse import FakeLittleHorse
 from fakes.seaweed import SeaweedS3, running_seaweed
 from tests.conftest import wait_until
 from tests.graphs import PNG_1PX_BASE64
+from tests.modelserver import ModelServer
 from tests.outputs.test_store_open import s3_env
 
 # `main.py` as a subprocess, a fresh interpreter each time.
@@ -220,6 +221,67 @@ def test_check_names_the_templates_this_comfyui_cannot_run(comfy: FakeComfyUI, t
     assert "sd_xl_base_1.0.safetensors" in sdxl and "no checkpoints installed" in sdxl
     [smoke] = [line for line in done.stdout.splitlines() if "template smoke(" in line]
     assert smoke.startswith("ok")
+
+
+def test_check_lists_each_templates_declared_models(comfy: FakeComfyUI, tmp_path: Path):
+    """Declared models are listed with whether ComfyUI has them; a missing one is no failure."""
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    graph = json.loads((ROOT / "workflows/txt2img_sdxl.json").read_text())
+    base = {"url": "https://huggingface.co/x/y", "sha256": "a" * 64}
+    graph["_models"] = [
+        {"folder": "checkpoints", "name": "sd_xl_base_1.0.safetensors", **base},
+        {"folder": "loras", "name": "detail.safetensors", **base},
+    ]
+    (workflows / "sdxl.json").write_text(json.dumps(graph))
+    env = {
+        **comfy_env(comfy, tmp_path / "out"),
+        "COMFYUI_WORKFLOWS_DIR": str(workflows),
+        "COMFYUI_MODELS_DIR": str(tmp_path / "models"),
+    }
+    done = main_py("check", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [line for line in done.stdout.splitlines() if "models:" in line]
+    assert line == (
+        "ok    template sdxl models: checkpoints/sd_xl_base_1.0.safetensors present, "
+        "loras/detail.safetensors missing (downloaded on first use)"
+    )
+
+
+def test_run_downloads_a_declared_model_first(comfy: FakeComfyUI, tmp_path: Path):
+    """`run` with a task declaring its checkpoint: downloaded into the models dir, then run."""
+    (tmp_path / "served").mkdir()
+    models = tmp_path / "models"
+    models.mkdir()
+    comfy.checkpoints, comfy.models_dir = [], models
+    with ModelServer(tmp_path / "served") as server:
+        sha = server.add("cli.safetensors", b"c" * 20_000)
+        task = {
+            "template": "txt2img_sdxl",
+            "params": {"prompt": "p"},
+            "overrides": {"4.ckpt_name": "cli.safetensors"},
+            "models": [
+                {
+                    "folder": "checkpoints",
+                    "name": "cli.safetensors",
+                    "url": server.url("cli.safetensors"),
+                    "sha256": sha,
+                }
+            ],
+        }
+        (tmp_path / "task.json").write_text(json.dumps(task))
+        env = {
+            **comfy_env(comfy, tmp_path / "out"),
+            "COMFYUI_WORKFLOWS_DIR": str(ROOT / "workflows"),
+            "COMFYUI_MODELS_DIR": str(models),
+            "COMFYUI_MODELS_URL_ALLOW": "127.0.0.1",
+            "WORKER_LOG_LEVEL": "info",
+        }
+        done = main_py("run", str(tmp_path / "task.json"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "success"
+    assert "models.downloaded" in done.stderr
+    assert (models / "checkpoints/cli.safetensors").stat().st_size == 20_000
 
 
 def test_check_says_when_its_write_created_the_bucket(comfy: FakeComfyUI, tmp_path: Path):

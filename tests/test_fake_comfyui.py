@@ -1099,3 +1099,23 @@ def test_standalone_serves_until_sigterm(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
     assert (tmp_path / "output").is_dir()
+
+
+def test_models_routes_list_a_real_directory(tmp_path: Path) -> None:
+    """/models lists folder names; /models/{folder} the model files there (no .part); else 404."""
+    models = tmp_path / "models"
+    (models / "loras/sub").mkdir(parents=True)
+    (models / "loras/sub/a.safetensors").write_bytes(b"a")
+    (models / "loras/.b.safetensors.part").write_bytes(b"b")
+    (models / "loras/notes.txt").write_text("n")
+    with FakeComfyUI(tmp_path / "comfy", models_dir=models) as fake:
+        assert "loras" in httpx.get(f"{fake.base_url}/models").json()
+        assert httpx.get(f"{fake.base_url}/models/loras").json() == ["sub/a.safetensors"]
+        assert httpx.get(f"{fake.base_url}/api/models/vae").json() == []
+        assert httpx.get(f"{fake.base_url}/models/nope").status_code == 404
+        (models / "checkpoints").mkdir()
+        (models / "checkpoints/new.safetensors").write_bytes(b"c")
+        info = httpx.get(f"{fake.base_url}/object_info/CheckpointLoaderSimple").json()
+        assert (
+            "new.safetensors" in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+        )

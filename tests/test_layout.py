@@ -12,14 +12,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP_LEVEL = {"cli", "errors", "settings", "logs", "result", "bounds", "transport", "httpserve"}
-FOLDERS = ("workflow", "comfy", "lh", "outputs", "run", "worker", "jobs", "web")
+FOLDERS = ("workflow", "comfy", "lh", "outputs", "models", "run", "worker", "jobs", "web")
 ALLOWED = {  # folder -> the folders it may import (besides the top-level modules)
     "workflow": set(),
     "comfy": {"workflow"},
     "lh": set(),
     "outputs": {"comfy"},
-    "run": {"workflow", "comfy", "outputs"},
-    "worker": {"workflow", "comfy", "lh", "outputs", "run"},
+    "models": {"workflow", "comfy", "outputs"},
+    "run": {"workflow", "comfy", "outputs", "models"},
+    "worker": {"workflow", "comfy", "lh", "outputs", "models", "run"},
     "jobs": {"workflow", "lh", "outputs"},
     "web": {"workflow", "lh", "jobs"},
 }

@@ -62,6 +62,8 @@ def test_the_schema_block_matches_the_model():
 def test_the_trail_is_documented_as_written():
     """Each trail line the worker writes is spelt the same way in README."""
     lines = [
+        "model <name>: present",
+        "model <name>: downloaded <size> in <T> s",
         "submitted prompt <id>",
         "adopted prompt <id> from an earlier attempt",
         "ComfyUI started executing",

@@ -205,6 +205,16 @@ class ComfyClient:
         """GET /object_info: every node type with its input definitions."""
         return self._get_json("/object_info")
 
+    def models(self, folder: str) -> list[str] | None:
+        """GET /models/{folder}: the files ComfyUI finds there; None if it has no such folder."""
+        try:
+            listed = self._json_any(self._send("GET", f"/models/{folder}"))
+        except ComfyRequestError as exc:  # an older ComfyUI, or a folder it does not know
+            if exc.details.get("status") == NOT_FOUND:
+                return None
+            raise
+        return [str(name) for name in listed] if isinstance(listed, list) else None
+
     # --- files -------------------------------------------------------------------
 
     def upload_image(self, upload_name: str, data: bytes, content_type: str) -> str:
@@ -278,6 +288,12 @@ class ComfyClient:
                 request=where,
             )
         raise ComfyRequestError(message, status=status, url=self.base_url, request=where)
+
+    def _json_any(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import queue
 import threading
+from typing import Any
 
 QUEUE_CHUNKS = 8
 SYNC_EVERY_BYTES = 64 * 1024 * 1024
@@ -25,12 +26,20 @@ THREADED_FROM_BYTES = 8 * 1024 * 1024
 class FileSink:
     """Hash-and-write for one file; call ``write`` per chunk, then ``finish``."""
 
-    def __init__(self, fd: int, *, fsync: bool, expected_bytes: int | None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        *,
+        fsync: bool,
+        expected_bytes: int | None,
+        resumed: tuple[int, Any] | None = None,
+    ) -> None:
+        """``resumed``: (bytes already in the file, their sha256 object), to append to them."""
         self._fd = fd
         self._fsync = fsync
-        self._digest = hashlib.sha256()
-        self._written = 0
-        self._synced = 0
+        self._digest = resumed[1] if resumed else hashlib.sha256()
+        self._written = resumed[0] if resumed else 0
+        self._synced = self._written
         self._error: BaseException | None = None
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None

@@ -3,5 +3,5 @@
 Submission and adoption of an earlier attempt's prompt, the fence an attempt records
 its prompt with, warm-up, and progress lines for ``main.py run``.
 
-May import: ``workflow``, ``comfy``, ``outputs`` and the top-level basics.
+May import: ``workflow``, ``comfy``, ``outputs``, ``models`` and the top-level basics.
 """

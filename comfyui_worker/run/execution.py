@@ -28,6 +28,7 @@ from comfyui_worker.comfy.waiting import (
 )
 from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError
 from comfyui_worker.logs import outside_task
+from comfyui_worker.models.ensure import ModelEnsurer
 from comfyui_worker.outputs.collect import MANIFEST, collect
 from comfyui_worker.outputs.download import Downloader
 from comfyui_worker.outputs.early import EarlySaver
@@ -62,6 +63,9 @@ class Runner:
         self.events.on_reconnect = self._on_reconnect
         self.local = Server(self.client, self.events)
         self.submitter = Submitter(settings, self.client, self.events)
+        self.models = ModelEnsurer(
+            settings, self.client, on_downloaded=self.submitter.object_info.invalidate
+        )
         self._learned = False
         self._abort = threading.Event()
         self._hand_back = threading.Event()
@@ -153,9 +157,10 @@ class Runner:
         early = EarlySaver(downloader, include_temp=self.settings.include_temp_outputs)
         events = _both(on_event, early.offer)
         try:
-            prompt_id, finished = self._execute(
-                request, adopted, server, fence, clock, say, events, stop
-            )
+            with self.models.ensured(request.models if adopted is None else (), say):
+                prompt_id, finished = self._execute(
+                    request, adopted, server, fence, clock, say, events, stop
+                )
             clock.detected = finished.detected_at
             result = self._finish(
                 request, server, prompt_id, finished.entry, clock, downloader, early
@@ -169,7 +174,10 @@ class Runner:
 
     def warm_up(self, request: RunRequest) -> None:
         """Execute a request on ComfyUI and wait for it, keeping none of its outputs."""
-        with self.events.watch(request.prompt_id, own=True) as watch:
+        with (
+            self.models.ensured(request.models, _silent),
+            self.events.watch(request.prompt_id, own=True) as watch,
+        ):
             self.submitter.submit(request, Clock(), NO_FENCE)
             self._wait(self.local, watch, None, request.graph_sha256)
 

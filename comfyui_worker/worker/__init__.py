@@ -5,5 +5,6 @@ ledger of claimed tasks, the observed stub, the supervisor, the checkpoint fence
 the service (start, drain, stop), health and metrics, ``main.py check`` and
 ``main.py register``.
 
-May import: ``workflow``, ``comfy``, ``lh``, ``outputs``, ``run`` and the top-level basics.
+May import: ``workflow``, ``comfy``, ``lh``, ``outputs``, ``models``, ``run`` and the top-level
+basics.
 """

@@ -5,7 +5,8 @@ codes: 4 a template file is broken, 6 ComfyUI unreachable, 7 the output location
 is not writable, 8 LittleHorse unreachable (checked only when ``LHC_API_HOST`` is set).
 Each template is also checked against this ComfyUI's ``/object_info`` (preflight): one
 that names a model or node ComfyUI lacks is a warning saying which, since the worker
-still runs the others.
+still runs the others. A template's declared models (``_models``) are listed with
+whether this ComfyUI has them; a missing one is fetched on first use, so it is no failure.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any, TextIO
 
 from comfyui_worker.comfy.client import ComfyClient
 from comfyui_worker.errors import ComfyWorkerError, ExitCode
+from comfyui_worker.models.ensure import ModelEnsurer
 from comfyui_worker.outputs.store import open_store
 from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.workflow.graph import Graph
+from comfyui_worker.workflow.modeldecl import ModelDecl
 from comfyui_worker.workflow.placeholders import references
 from comfyui_worker.workflow.preflight import find_problems
 from comfyui_worker.workflow.templates import TemplateSet, load_templates
@@ -39,7 +42,7 @@ def run_checks(comfy: ComfySettings, worker: WorkerSettings, out: TextIO | None 
     codes = [
         _guarded(say, "ComfyUI", lambda: _comfy(comfy, info)),
         _guarded(say, "output", lambda: _output(comfy)),
-        _templates(load_templates(comfy.workflows_dir), say, info),
+        _templates(load_templates(comfy.workflows_dir), say, info, comfy),
     ]
     if worker.lh_api_host:
         codes.append(_guarded(say, "LittleHorse", lambda: _littlehorse(worker)))
@@ -88,13 +91,18 @@ def _littlehorse(worker: WorkerSettings) -> str:
     return f"LittleHorse at {worker.lh_address} reachable ({state})"
 
 
-def _templates(templates: TemplateSet, say: Say, object_info: dict[str, Any]) -> int:
+def _templates(
+    templates: TemplateSet, say: Say, object_info: dict[str, Any], comfy: ComfySettings
+) -> int:
     for name in templates.names():
         template = templates.get(name)
+        if template.models:
+            say(OK, f"template {name} models: {_models(template.models, comfy, object_info)}")
         shown = ", ".join(
             p["name"] + ("" if p["required"] else f"={p['default']!r}") for p in template.describe()
         )
-        missing = _cannot_run(template.graph, object_info) if object_info else []
+        declared = {m.name for m in template.models}
+        missing = _cannot_run(template.graph, object_info, declared) if object_info else []
         if missing:
             say(WARN, f"template {name}({shown}) cannot run on this ComfyUI: {'; '.join(missing)}")
         else:
@@ -106,10 +114,23 @@ def _templates(templates: TemplateSet, say: Say, object_info: dict[str, Any]) ->
     return ExitCode.WORKFLOW if templates.errors else 0
 
 
-def _cannot_run(graph: Graph, object_info: dict[str, Any]) -> list[str]:
-    """What ComfyUI lacks for a template; placeholders still to be filled are not judged."""
+def _models(models: tuple[ModelDecl, ...], comfy: ComfySettings, reached: dict[str, Any]) -> str:
+    """Each declared model and whether this ComfyUI has it (a missing one is fetched on use)."""
+    if not reached:
+        return ", ".join(f"{m.key} (ComfyUI not reached)" for m in models)
+    with ComfyClient(comfy) as client:
+        ensurer = ModelEnsurer(comfy, client)
+        try:
+            return ", ".join(f"{m.key} {ensurer.status(m)}" for m in models)
+        except ComfyWorkerError as exc:
+            return f"{', '.join(m.key for m in models)} (cannot ask ComfyUI: {exc.message})"
+
+
+def _cannot_run(graph: Graph, object_info: dict[str, Any], declared: set[str]) -> list[str]:
+    """What ComfyUI lacks for a template; placeholders and declared models are not judged."""
     return [
         str(problem["message"])
         for problem in find_problems(graph, object_info)
         if not (isinstance(problem.get("value"), str) and any(references(problem["value"])))
+        and problem.get("value") not in declared
     ]

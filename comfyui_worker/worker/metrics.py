@@ -1,4 +1,4 @@
-"""Prometheus metrics: outcomes, phase durations, bytes, ComfyUI reachability.
+"""Prometheus metrics: outcomes, phase durations, bytes, ComfyUI reachability, models.
 
 HTTP retries are counted by stamina itself as ``stamina_retries_total`` (it
 registers the counter when prometheus-client is installed), so there is no second
@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from comfyui_worker.errors import ComfyUnavailableError, ComfyWorkerError
+from comfyui_worker.models.ensure import Outcome
 from comfyui_worker.result import RunResult
 
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -87,6 +88,28 @@ class Metrics:
             "Age of the oldest task being executed (0 when idle).",
             registry=registry,
         )
+
+        self.model_downloads = Counter(
+            "comfyui_worker_model_downloads", "Declared models downloaded.", registry=registry
+        )
+        self.model_bytes = Counter(
+            "comfyui_worker_model_downloaded_bytes",
+            "Bytes of declared models downloaded.",
+            registry=registry,
+        )
+        self.model_hits = Counter(
+            "comfyui_worker_model_cache_hits",
+            "Declared models ComfyUI already had (no download).",
+            registry=registry,
+        )
+
+    def model_outcome(self, outcome: Outcome) -> None:
+        """Count one declared model: a cache hit, or a download and its bytes."""
+        if outcome.downloaded is None:
+            self.model_hits.inc()
+            return
+        self.model_downloads.inc()
+        self.model_bytes.inc(outcome.downloaded.size_bytes - outcome.downloaded.resumed_from)
 
     def track_running(self, age_s: Callable[[], float]) -> None:
         """Report the running task's age from a callable (read at scrape time)."""

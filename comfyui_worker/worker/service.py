@@ -47,6 +47,7 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     metrics = Metrics()
     metrics.track_running(ledger.running_age_s)
     ledger.on_call = metrics.littlehorse_round_trip
+    runner.models.observers.append(metrics.model_outcome)
     lh = LittleHorse(config, settings.lh_address)
     cancellation = LittleHorse(config, settings.lh_address, timeout_s=2.0)  # asked every tick
     handler = TaskHandler(

@@ -112,8 +112,9 @@ class TaskHandler:
         self.draining = False
 
     def interrupt_preparation(self) -> None:
-        """Abandon input-image fetches in flight: the worker is draining."""
+        """Abandon input-image fetches and model downloads in flight: the worker is draining."""
         self.preparer.fetcher.interrupt()
+        self.runner.models.interrupt()
 
     @property
     def store(self) -> OutputStore:

@@ -20,6 +20,7 @@ from comfyui_worker.settings import ComfySettings
 from comfyui_worker.workflow import jsonsafe
 from comfyui_worker.workflow.graph import Graph, fingerprint
 from comfyui_worker.workflow.images import ResolvedImage, resolve_images
+from comfyui_worker.workflow.modeldecl import ModelDecl, merge_models
 from comfyui_worker.workflow.params import ImageHint, envelope_hint
 from comfyui_worker.workflow.suggest import did_you_mean, quote_list
 from comfyui_worker.workflow.taskinput import TaskInput, parse_task_input
@@ -41,6 +42,7 @@ class RunRequest:
     params: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)  # as given, to be recorded
     template: str | None = None
+    models: tuple[ModelDecl, ...] = ()  # the template's and the task's, ensured before submit
 
     @cached_property
     def graph_sha256(self) -> str:
@@ -86,8 +88,9 @@ class TaskPreparer:
     ) -> RunRequest:
         """Parse the input, check its parameters, fetch its images, render (one walk)."""
         task = parse_task_input(obj)
+        template = template_for(task, self.templates)
         planned = plan(
-            template_for(task, self.templates),
+            template,
             {**task.params, **(params or {})},
             {**task.overrides, **(overrides or {})},
             image_names=task.image_names,
@@ -110,6 +113,7 @@ class TaskPreparer:
             params=rendered.params,
             overrides=dict(planned.overrides),
             template=task.template,
+            models=merge_models(template.models, task.models),
         )
 
 

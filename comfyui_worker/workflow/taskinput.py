@@ -17,10 +17,15 @@ from comfyui_worker.bounds import capped
 from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.workflow import jsonsafe
 from comfyui_worker.workflow.graph import UI_FORMAT_HINT, is_ui_format
+from comfyui_worker.workflow.modeldecl import MODEL_KEYS, ModelDecl
 from comfyui_worker.workflow.suggest import did_you_mean, quote_list
 
-ENVELOPE_KEYS = ("workflow", "template", "params", "overrides", "images", "output")
-NESTED_KEYS = {"images": ("name", "base64", "path", "url"), "output": ("prefix",)}
+ENVELOPE_KEYS = ("workflow", "template", "params", "overrides", "images", "output", "models")
+NESTED_KEYS = {
+    "images": ("name", "base64", "path", "url"),
+    "output": ("prefix",),
+    "models": MODEL_KEYS,
+}
 PREFIX_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -143,6 +148,11 @@ class TaskInput(BaseModel):
     )
     images: list[ImageInput] = Field(
         default_factory=list, description="Input images uploaded to ComfyUI before the run."
+    )
+    models: list[ModelDecl] = Field(
+        default_factory=list,
+        description="Model files the workflow needs, added to its template's _models: the "
+        "worker downloads those its ComfyUI lacks into COMFYUI_MODELS_DIR before the run.",
     )
 
     @model_validator(mode="after")

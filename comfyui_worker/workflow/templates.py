@@ -1,7 +1,8 @@
 """Workflow templates kept on the worker, and rendering them into a graph.
 
 A template is an API-format graph (one ``*.json`` file, named by its stem) plus an
-optional top-level ``"_params"`` object declaring typed parameters (``workflow/params.py``).
+optional top-level ``"_params"`` object declaring typed parameters (``workflow/params.py``)
+and an optional ``"_models"`` list of the model files it needs (``workflow/modeldecl.py``).
 Callers then send ``{"template": "name", "params": {...}}`` instead of a whole graph,
 and a mistake in a parameter is reported by name instead of surfacing as a ComfyUI
 400 or a bad image.
@@ -22,6 +23,7 @@ from comfyui_worker.bounds import capped
 from comfyui_worker.errors import InvalidWorkflowError
 from comfyui_worker.workflow import jsonsafe
 from comfyui_worker.workflow.graph import Graph, validate_graph
+from comfyui_worker.workflow.modeldecl import MODELS_KEY, ModelDecl, parse_models
 from comfyui_worker.workflow.overrides import apply_overrides, check_overrides
 from comfyui_worker.workflow.params import (
     PARAMS_KEY,
@@ -46,6 +48,7 @@ class Template:
     graph: Graph
     params: dict[str, ParamSpec]
     source: str = ""
+    models: tuple[ModelDecl, ...] = ()  # ``_models``: files it needs in ComfyUI's models/
 
     @property
     def label(self) -> str:
@@ -57,10 +60,13 @@ class Template:
         """Build a template from a parsed JSON document, ``_params`` included."""
         where = source or name
         declared_raw: object = {}
+        models: tuple[ModelDecl, ...] = ()
         body = obj
-        if isinstance(obj, dict) and PARAMS_KEY in obj:
-            declared_raw = obj[PARAMS_KEY]
-            body = {key: value for key, value in obj.items() if key != PARAMS_KEY}
+        if isinstance(obj, dict) and (PARAMS_KEY in obj or MODELS_KEY in obj):
+            declared_raw = obj.get(PARAMS_KEY, {})
+            if MODELS_KEY in obj:
+                models = parse_models(obj[MODELS_KEY], where=where)
+            body = {k: v for k, v in obj.items() if k not in (PARAMS_KEY, MODELS_KEY)}
         graph = validate_graph(body, source=where)
         discovered = discover(graph)
         try:
@@ -69,7 +75,7 @@ class Template:
         except DeclarationError as exc:
             raise InvalidWorkflowError(f"{where}: {exc}", source=where) from None
         params = {**declared, **{k: v for k, v in discovered.items() if k not in declared}}
-        return cls(name=name, graph=graph, params=params, source=source)
+        return cls(name=name, graph=graph, params=params, source=source, models=models)
 
     def describe(self, *, declared_order: bool = False) -> list[dict[str, Any]]:
         """Every parameter as JSON-able dicts: required first by name, or as the file has them.

@@ -13,7 +13,8 @@ same, so the error cannot be used to scan ports. Response bytes are never echoed
 
 ``Fetcher.fetch`` raises our errors, naming what was fetched (``Subject``): a refused
 or failed URL and a body over the limit are ``InvalidWorkflowError``; a fetch cut by
-the drain is ``WorkerShuttingDownError``. The private signals below never leave here.
+the drain is ``WorkerShuttingDownError``. ``pin`` (the address check, raising
+``URLRefused`` or ``URLFailed``) also guards model downloads (``models/sources.py``).
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ class Subject:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class _Refused(Exception):
+class URLRefused(Exception):
     """The URL may not be fetched (before any connection): the message says why."""
 
 
-class _Failed(Exception):
+class URLFailed(Exception):
     """The fetch failed after the address check; details go to the log only."""
 
 
@@ -104,7 +105,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise _Failed(f"cannot resolve {host}: {exc}") from None
+        raise URLFailed(f"cannot resolve {host}: {exc}") from None
     return [str(info[4][0]) for info in infos]
 
 
@@ -186,7 +187,7 @@ class Fetcher:
         shown = describe_url(url)
         try:
             return self._fetch_threaded(url, limit)
-        except _Refused as exc:
+        except URLRefused as exc:
             raise _invalid(subject, f"url '{shown}' {exc}", url=shown) from None
         except _TooLarge as exc:
             raise _invalid(
@@ -199,7 +200,7 @@ class Fetcher:
             raise WorkerShuttingDownError(
                 f"{subject.label}: fetching it was interrupted by the worker's shutdown"
             ) from None
-        except _Failed as exc:
+        except URLFailed as exc:
             log.warning(
                 "images.url_fetch_failed", subject=subject.label, url=shown, reason=str(exc)
             )
@@ -242,7 +243,7 @@ class Fetcher:
         try:
             return self._fetch(url, limit)
         except UnreachableError as exc:
-            raise _Failed(exc.message) from None
+            raise URLFailed(exc.message) from None
 
     def _fetch(self, url: str, limit: int) -> tuple[bytes, str]:
         ends = time.monotonic() + self.settings.input_url_timeout_s
@@ -251,12 +252,12 @@ class Fetcher:
                 target, host_header, sni = self._checked_target(url)
                 remaining = ends - time.monotonic()
                 if remaining <= 0:
-                    raise _Failed(f"deadline of {self.settings.input_url_timeout_s:g}s passed")
+                    raise URLFailed(f"deadline of {self.settings.input_url_timeout_s:g}s passed")
                 location = self._get(client, target, host_header, sni, limit, ends)
                 if isinstance(location, bytes):
                     return location, url
                 url = str(httpx.URL(url).join(location))
-        raise _Failed(f"more than {MAX_REDIRECTS} redirects")
+        raise URLFailed(f"more than {MAX_REDIRECTS} redirects")
 
     def _client(self) -> _Tracked:
         client = httpx.Client(
@@ -268,23 +269,8 @@ class Fetcher:
 
     def _checked_target(self, url: str) -> tuple[httpx.URL, str, str]:
         """The URL to connect to (the checked address), its Host header and TLS name."""
-        parsed = _parse(url)
-        host = parsed.host.lower().rstrip(".")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
-        if not addresses:
-            raise _Failed(f"{host} has no address")
-        if host not in self.allow.hosts:
-            for address in addresses:
-                reason = None if self.allow.allows(address) else forbidden(address)
-                if reason is not None:
-                    raise _Refused(
-                        f"{host} resolves to {address}, {reason}; add it to "
-                        "COMFYUI_INPUT_URL_ALLOW if the worker may fetch from it"
-                    )
-        chosen = addresses[0]
-        host_header = parsed.netloc.decode("ascii")
-        return parsed.copy_with(host=str(chosen)), host_header, host
+        pinned = pin(url, self.allow, self.resolver, "COMFYUI_INPUT_URL_ALLOW")
+        return pinned.target, pinned.host_header, pinned.sni
 
     def _get(
         self,
@@ -315,7 +301,7 @@ class Fetcher:
         if response.status_code in REDIRECTS and "location" in response.headers:
             return str(response.headers["location"])
         if not 200 <= response.status_code < 300:
-            raise _Failed(f"answered HTTP {response.status_code}")
+            raise URLFailed(f"answered HTTP {response.status_code}")
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise _TooLarge(int(length))
@@ -331,7 +317,7 @@ def _read(response: httpx.Response, limit: int, ends: float, interrupted: thread
         if interrupted.is_set():
             raise _Interrupted("the worker is shutting down")
         if time.monotonic() > ends:
-            raise _Failed("the fetch deadline passed")
+            raise URLFailed("the fetch deadline passed")
     return bytes(data)
 
 
@@ -339,14 +325,46 @@ def _parse(url: str) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise _Refused(f"is not a valid URL: {exc}") from None
+        raise URLRefused(f"is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https"):
-        raise _Refused("must start with http:// or https://")
+        raise URLRefused("must start with http:// or https://")
     if parsed.userinfo:
-        raise _Refused("must not carry credentials (user:password@)")
+        raise URLRefused("must not carry credentials (user:password@)")
     if not parsed.host:
-        raise _Refused("has no host")
+        raise URLRefused("has no host")
     return parsed
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """Where a checked URL connects: the address itself, the Host header and TLS name."""
+
+    target: httpx.URL
+    host_header: str
+    sni: str
+
+
+def pin(url: str, allow: AllowList, resolver: Resolver, allow_setting: str) -> Pinned:
+    """Check every address ``url``'s host resolves to; the URL to connect to instead.
+
+    Raises ``URLRefused`` (the message names ``allow_setting``) or ``URLFailed``.
+    """
+    parsed = _parse(url)
+    host = parsed.host.lower().rstrip(".")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(host, port)]
+    if not addresses:
+        raise URLFailed(f"{host} has no address")
+    if host not in allow.hosts:
+        for address in addresses:
+            reason = None if allow.allows(address) else forbidden(address)
+            if reason is not None:
+                raise URLRefused(
+                    f"{host} resolves to {address}, {reason}; add it to "
+                    f"{allow_setting} if the worker may fetch from it"
+                )
+    host_header = parsed.netloc.decode("ascii")
+    return Pinned(parsed.copy_with(host=str(addresses[0])), host_header, host)
 
 
 class _Tracked:

@@ -21,7 +21,9 @@ Generations
 Controls (callable from the test thread)
     ``execution_time_s`` (simulated seconds per prompt, spread over the nodes that run),
     ``history_delay_s`` (the /history entry appears this long after ``execution_success``),
-    ``websocket_enabled``, ``checkpoints``, ``upscale_models``, ``fail_node`` /
+    ``websocket_enabled``, ``checkpoints``, ``upscale_models``, ``models_dir`` (a directory
+    laid out like ComfyUI's models/: its files are listed by ``GET /models/{folder}`` and
+    in /object_info's loader choices, beside ``checkpoints``/``upscale_models``), ``fail_node`` /
     ``clear_failures``, ``fail_requests``, ``delay_requests``, ``cut_requests``,
     ``hang_requests`` / ``release_hung``, ``clear_request_faults``, ``pause`` / ``resume``,
     ``drop_websockets``, ``restart``, ``stop_http`` / ``start_http``, ``wait_idle``;
@@ -52,7 +54,7 @@ Known differences from a real ComfyUI
     - /view ignores ``preview`` and ``channel``, has no range requests and no
       ``name.png [output]`` form; a filename_prefix's ``%date%``-style placeholders are kept
       literally; no binary preview frames on the WebSocket; many routes are absent
-      (/features, POST /history, /upload/mask, /models, ...; in 0.38 the job listing and
+      (/features, POST /history, /upload/mask, ...; in 0.38 the job listing and
       the batch cancel). A wrong request body may answer 500 where ComfyUI answers 400.
     - /system_stats is the captured CPU machine's; 0.38's extra keys have made-up values;
       0.38 ``executed`` outputs carry no asset metadata (as with the asset system off).

@@ -22,6 +22,7 @@ from fakes.comfyui.faults import Faults, internal_error
 from fakes.comfyui.files import Files
 from fakes.comfyui.hub import Hub
 from fakes.comfyui.jobs import JobsApi, is_canonical_uuid
+from fakes.comfyui.models import MODEL_FOLDERS, model_files
 from fakes.comfyui.nodes import DEFAULT_CHECKPOINTS, DEFAULT_UPSCALE_MODELS, object_info
 from fakes.comfyui.queue import WorkQueue
 from fakes.comfyui.samples import load_fixture
@@ -47,8 +48,10 @@ class FakeComfyUI:
         upscale_models: list[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        models_dir: Path | None = None,
     ) -> None:
         self.root, self.version, self.host, self.port = Path(root), version, host, port
+        self.models_dir = models_dir  # files here are listed as installed, like models/
         self.newer = tuple(int(part) for part in version.split(".")[:2]) >= (0, 38)
         # controls
         self.execution_time_s = 0.0
@@ -244,6 +247,8 @@ class FakeComfyUI:
             ("GET", "/system_stats", self._system_stats),
             ("GET", "/object_info", self._object_info),
             ("GET", "/object_info/{node_class}", self._object_info),
+            ("GET", "/models", self._get_model_folders),
+            ("GET", "/models/{folder}", self._get_models),
         ]
         routes = [(method, api + path, fn) for method, path, fn in routes for api in ("/api", "")]
         for method, path, handler in routes + (JobsApi(self._queue).routes() if self.newer else []):
@@ -375,9 +380,24 @@ class FakeComfyUI:
             }
         return web.json_response(stats)
 
+    def installed(self, folder: str) -> list[str]:
+        """A model folder's files: the configured list plus those in ``models_dir``."""
+        configured = {"checkpoints": self.checkpoints, "upscale_models": self.upscale_models}
+        listed = list(configured.get(folder, []))
+        return listed + [f for f in model_files(self.models_dir, folder) if f not in listed]
+
     def _object_info_now(self) -> dict[str, Any]:
         images = self.files.input_images()
-        return object_info(self.checkpoints, self.upscale_models, images)
+        return object_info(self.installed("checkpoints"), self.installed("upscale_models"), images)
+
+    async def _get_model_folders(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(list(MODEL_FOLDERS))
+
+    async def _get_models(self, request: web.Request) -> web.StreamResponse:
+        folder = request.match_info["folder"]
+        if folder not in MODEL_FOLDERS:
+            return web.Response(status=404, text="404: Not Found")
+        return web.json_response(self.installed(folder))
 
     async def _object_info(self, request: web.Request) -> web.StreamResponse:
         info, name = self._object_info_now(), request.match_info.get("node_class")

@@ -29,6 +29,10 @@ class Host(Protocol):
     finish_times: dict[str, float]
     node_times: dict[str, dict[str, tuple[float, float]]]
 
+    def installed(self, folder: str) -> list[str]:
+        """The files of a model folder, as ComfyUI would list them."""
+        ...
+
     def node_failure(self, class_type: str) -> tuple[str, str] | None:
         """The failure injected for nodes of this class, if any."""
         ...

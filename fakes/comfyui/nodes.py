@@ -211,7 +211,7 @@ def _as(kind: str, source: str, **changes: Any) -> Behaviour:
 def _loader(folder: str, input_name: str, kinds: tuple[str, ...]) -> Behaviour:
     async def load(ctx: Simulation, v: dict[str, Any]) -> Result:
         name = str(v[input_name])
-        if name not in getattr(ctx.server, folder):  # .checkpoints or .upscale_models
+        if name not in ctx.server.installed(folder):
             raise FileNotFoundError(f"Model in folder '{folder}' with filename '{name}' not found.")
         return tuple(Fake(kind, name=name) for kind in kinds), None
 

@@ -11,6 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from comfyui_worker.errors import ComfyUnavailableError, InvalidWorkflowError
+from comfyui_worker.models.ensure import Outcome
+from comfyui_worker.models.files import Downloaded
 from comfyui_worker.worker.health import HealthServer, Readiness
 from comfyui_worker.worker.metrics import Metrics
 from tests.test_result import result
@@ -132,6 +134,18 @@ def test_metrics_record_outcomes_phases_and_bytes():
     assert 'comfyui_worker_task_phase_seconds_count{phase="executing"} 1.0' in text
     assert "comfyui_worker_downloaded_bytes_total 1.0" in text
     assert "comfyui_worker_comfyui_up 0.0" in text
+
+
+def test_metrics_count_model_downloads_bytes_and_cache_hits():
+    """A present model is a cache hit; a download counts once with the bytes it fetched."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.model_outcome(Outcome("checkpoints/a.safetensors"))
+    metrics.model_outcome(Outcome("vae/v.pt", Downloaded(1000, 0.5, resumed_from=400)))
+    text = generate_latest(registry).decode()
+    assert "comfyui_worker_model_cache_hits_total 1.0" in text
+    assert "comfyui_worker_model_downloads_total 1.0" in text
+    assert "comfyui_worker_model_downloaded_bytes_total 600.0" in text
 
 
 def test_a_failure_makes_cached_probes_look_again():

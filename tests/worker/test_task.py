@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from littlehorse import to_variable_value
 from littlehorse.model import ReportTaskRun, TaskStatus
@@ -24,6 +25,7 @@ from fakes.processes import start_worker
 from tests import ROOT
 from tests.conftest import prompt_of, wait_until
 from tests.graphs import smoke
+from tests.modelserver import ModelServer
 
 # The real `main.py worker` subprocess: end to end, seconds each.
 pytestmark = pytest.mark.slow
@@ -608,6 +610,54 @@ def test_with_prefetch_the_next_prompt_waits_in_comfyui(
     for guid in (first, second):  # 2 s queued + 2 s running > 3 s: the deadline counts from start
         assert lh.wait_report(guid, timeout_s=30).status == TaskStatus.TASK_SUCCESS
     assert comfy.executed == [p1, p2]
+
+
+def test_with_prefetch_a_queued_task_fetches_its_models_while_the_current_one_runs(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, tmp_path: Path
+):
+    """WORKER_PREFETCH=1: the next task's declared model is downloaded during task 1's run."""
+    served = tmp_path / "served"
+    served.mkdir()
+    data = os.urandom(100_000)
+    with ModelServer(served) as server:
+        sha = server.add("prefetched.safetensors", data)
+        models = tmp_path / "models"
+        models.mkdir()
+        comfy.models_dir = models
+        spawn(
+            WORKER_PREFETCH="1",
+            COMFYUI_MODELS_DIR=str(models),
+            COMFYUI_MODELS_URL_ALLOW="127.0.0.1",
+        )
+        first, second = uuid.uuid4().hex, uuid.uuid4().hex
+        sleeping = {
+            **smoke(74),
+            "2": {"class_type": "FakeSleep", "inputs": {"seconds": 600, "value": ["1", 0]}},
+        }
+        lh.schedule(TASK, [sleeping], wf_run_id="wf-m1", task_guid=first)
+        p1 = prompt_of(lh, "wf-m1", first, 0)
+        wait_until(lambda: p1 in comfy.started_times, timeout_s=30)
+        model = {
+            "folder": "checkpoints",
+            "name": "prefetched.safetensors",
+            "url": server.url("prefetched.safetensors"),
+            "sha256": sha,
+        }
+        task = {
+            "template": "txt2img_sdxl",
+            "params": {"prompt": "p"},
+            "overrides": {"4.ckpt_name": "prefetched.safetensors"},
+            "models": [model],
+        }
+        lh.schedule(TASK, [task], wf_run_id="wf-m2", task_guid=second)
+        p2 = prompt_of(lh, "wf-m2", second, 0)
+        wait_until(lambda: p2 in comfy.submitted, timeout_s=30)
+        assert (models / "checkpoints/prefetched.safetensors").read_bytes() == data
+        assert p1 not in comfy.finish_times  # task 1 still runs: the download overlapped it
+        httpx.post(f"{comfy.base_url}/interrupt", json={"prompt_id": p1})
+        report = lh.wait_report(second, timeout_s=30)
+        assert report.status == TaskStatus.TASK_SUCCESS
+        assert "model prefetched.safetensors: downloaded 100.0 KB in" in report.log_output.str
 
 
 def test_sigterm_with_prefetch_hands_back_the_prompt_that_has_not_started(

@@ -140,6 +140,7 @@ def test_json_schema_describes_the_envelope() -> None:
         "overrides",
         "images",
         "output",
+        "models",
     }
     assert schema["additionalProperties"] is False
     image = schema["$defs"]["ImageInput"]
