@@ -202,11 +202,13 @@ class Runner:
         prompt_id = waited.prompt_id if waited is not None else request.prompt_id
         expected = waited.graph_sha256 if waited is not None else request.graph_sha256
         own = adopted is None  # we submit it now, so its events come to our socket
-        with server.events.watch(prompt_id, _announcing_start(on_event, say), own=own) as watch:
+        announce = _announcing_start(on_event, say, fence)
+        with server.events.watch(prompt_id, announce, own=own) as watch:
+            ahead = self._queued_ahead()
             self._active[prompt_id] = server
             try:
                 if adopted is None:
-                    self.submitter.submit(request, clock, fence)
+                    self.submitter.submit(request, clock, fence, queued_behind=ahead)
                     say(f"submitted prompt {prompt_id}")
                 else:
                     where = f" on {server.base_url}" if server.owned else ""
@@ -219,6 +221,15 @@ class Runner:
                 raise
             finally:
                 self._active.pop(prompt_id, None)
+
+    def _queued_ahead(self) -> int:
+        """How many of the worker's prompts in its own ComfyUI a new one would wait behind.
+
+        Counted only with prefetch (without it a prompt never waits behind our own).
+        """
+        if not self.settings.prefetch:
+            return 0
+        return sum(1 for server in list(self._active.values()) if server is self.local)
 
     def _wait(
         self, server: Server, watch: Watch, stop: StopCheck | None, graph_sha256: str | None
@@ -324,12 +335,15 @@ def _say_finished(say: Trail, result: RunResult) -> None:
     )
 
 
-def _announcing_start(on_event: ProgressCallback | None, say: Trail) -> ProgressCallback:
-    """Pass events on, and note in the trail when ComfyUI starts executing."""
+def _announcing_start(
+    on_event: ProgressCallback | None, say: Trail, fence: Fence
+) -> ProgressCallback:
+    """Pass events on; note in the trail (and the fence, if prefetched) when ComfyUI starts."""
 
     def forward(kind: str, data: dict[str, Any]) -> None:
         if kind == "execution_start":
             say("ComfyUI started executing")
+            fence.started(str(data.get("prompt_id")))
         if on_event is not None:
             on_event(kind, data)
 
