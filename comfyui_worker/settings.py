@@ -75,8 +75,17 @@ class DeadlineSettings(_EnvSettings):
 
     @property
     def slots(self) -> int:
-        """Tasks the worker runs at once: the executing one, plus those queued behind it."""
+        """Prompts the worker keeps in ComfyUI: the executing one, plus those queued behind it."""
         return 1 + self.prefetch
+
+    @property
+    def task_slots(self) -> int:
+        """Tasks inside the task function at once (the SDK's slots): one more than ``slots``.
+
+        The extra one saves a finished prompt's outputs while the next task's prompt is
+        already being submitted, so saving is off the GPU's critical path.
+        """
+        return self.slots + 1
 
 
 class TemplateSettings(_EnvSettings):

@@ -7,6 +7,8 @@ to PutCheckpoint is the fencing token that keeps a stale attempt from submitting
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
@@ -40,9 +42,16 @@ class CheckpointFence:
     RECORD_TIMEOUT_S = 30.0
 
     def __init__(
-        self, ctx: WorkerContext, ledger: Ledger, key: Key, worker_id: str, earlier: list[Any]
+        self,
+        ctx: WorkerContext,
+        ledger: Ledger,
+        key: Key,
+        worker_id: str,
+        earlier: list[Any],
+        before_submit: Callable[[], None] | None = None,
     ) -> None:
         self._ctx = ctx
+        self._before_submit = before_submit
         self._ledger = ledger
         self._key = key
         self._worker_id = worker_id
@@ -51,15 +60,26 @@ class CheckpointFence:
         self._prefetched: str | None = None  # our prompt queued behind others, until it starts
 
     @classmethod
-    async def open(cls, ctx: WorkerContext, ledger: Ledger, key: Key, worker_id: str) -> Any:
-        """Read every checkpoint earlier attempts recorded (the SDK replays them in order)."""
+    async def open(
+        cls,
+        ctx: WorkerContext,
+        ledger: Ledger,
+        key: Key,
+        worker_id: str,
+        *,
+        before_submit: Callable[[], None] | None = None,
+    ) -> Any:
+        """Read every checkpoint earlier attempts recorded (the SDK replays them in order).
+
+        ``before_submit`` (raising to refuse) runs beside each submission's checkpoint.
+        """
         earlier = []
         try:
             for _ in range(ledger.observed_checkpoints(key)):
                 earlier.append(await ctx.execute_and_checkpoint(_unused))
         except grpc.aio.AioRpcError as exc:
             raise lh_failure(exc, "could not read earlier submissions", key) from None
-        return cls(ctx, ledger, key, worker_id, earlier)
+        return cls(ctx, ledger, key, worker_id, earlier, before_submit)
 
     @property
     def earlier(self) -> list[Submission]:
@@ -70,20 +90,32 @@ class CheckpointFence:
     def record(
         self, comfyui_url: str, prompt_id: str, graph_sha256: str, queued_behind: int = 0
     ) -> None:
-        """PutCheckpoint before the POST; blocks the execution thread until answered."""
+        """PutCheckpoint before the POST; blocks the execution thread until answered.
+
+        ``before_submit`` runs here meanwhile, so its round trip costs no extra time.
+        """
         submission = Submission(
             comfyui_url, prompt_id, self._worker_id, self._key[2], graph_sha256, queued_behind
         )
+        began = time.monotonic()
         future = asyncio.run_coroutine_threadsafe(
             self._ctx.execute_and_checkpoint(lambda _context: submission.to_json()), self._loop
         )
+        if self._before_submit is not None:
+            self._before_submit()  # a refusal leaves the checkpoint to finish on its own
         try:
             future.result(self.RECORD_TIMEOUT_S)
         except Exception as exc:  # the SDK raises a bare Exception for STOP_TASK
             raise self._why(exc) from None
         if submission.prefetched:
             self._prefetched = prompt_id
-        log.info("lh.submission_recorded", prompt_id=prompt_id, queued_behind=queued_behind)
+        took_ms = round((time.monotonic() - began) * 1000, 2)
+        log.info(
+            "lh.submission_recorded",
+            prompt_id=prompt_id,
+            queued_behind=queued_behind,
+            took_ms=took_ms,
+        )
 
     def started(self, prompt_id: str) -> None:
         """A prefetched prompt started: one small checkpoint, sent without waiting for it.

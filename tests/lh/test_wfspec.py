@@ -137,11 +137,11 @@ def test_timeouts_are_named_task_timeout(lh: FakeLittleHorse, client: LHConfig):
 
 
 def test_the_timeout_covers_a_parked_task():
-    """A claimed task may wait a whole execution before its own: (slots + 1) budgets."""
-    assert task_timeout_s(DEADLINES) == 2 * (60 + 300)
+    """A claimed task may wait for every one ahead of it: (task slots + 1) budgets."""
+    assert task_timeout_s(DEADLINES) == 3 * (60 + 300)  # 1 in ComfyUI, 1 saving, 1 parked
     for prefetch in (1, 2, MAX_PREFETCH):
         prefetching = DEADLINES.model_copy(update={"prefetch": prefetch})
-        assert task_timeout_s(prefetching) == (prefetch + 2) * (60 + 300)
+        assert task_timeout_s(prefetching) == (prefetch + 3) * (60 + 300)
 
 
 def test_prefetch_deeper_than_the_bound_is_refused():
