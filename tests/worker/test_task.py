@@ -307,27 +307,27 @@ def test_health_endpoints_reflect_comfyui_and_count_tasks(
     assert httpx.get(f"{base}/readyz").json()["comfyui"] != "ok"
 
 
-def test_sigterm_hands_back_the_parked_task_at_once(
+def test_sigterm_hands_back_the_waiting_and_parked_tasks_at_once(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
 ):
-    """The task the SDK claimed and parked (N+1) is handed back at once on SIGTERM, not at the end."""
+    """Tasks claimed but not submitted (one waiting its turn, one parked) go back at once."""
     comfy.execution_time_s = 6
     worker = spawn()
-    running, parked = uuid.uuid4().hex, uuid.uuid4().hex
-    lh.schedule(TASK, [smoke(10)], task_guid=running)
-    lh.wait_delivered(running)
-    lh.schedule(TASK, [smoke(11)], task_guid=parked)
-    lh.wait_delivered(parked)  # one worker thread, yet the SDK claims a second task
+    running, waiting, parked = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    for n, guid in enumerate((running, waiting, parked)):
+        lh.schedule(TASK, [smoke(10 + n)], task_guid=guid)
+        lh.wait_delivered(guid)  # one prompt at a time, yet the SDK claims three tasks
     worker.proc.send_signal(signal.SIGTERM)
-    handed_back = lh.wait_report(parked, timeout_s=10)
-    assert (
-        handed_back.status == TaskStatus.TASK_FAILED
-        and "worker-shutting-down" in handed_back.error.message
-    )
+    for guid in (waiting, parked):
+        handed_back = lh.wait_report(guid, timeout_s=10)
+        assert (
+            handed_back.status == TaskStatus.TASK_FAILED
+            and "worker-shutting-down" in handed_back.error.message
+        )
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
     order = [r.task_run_id.task_guid for r in lh.reports]
-    assert order.index(parked) < order.index(running)  # handed back while the other still ran
+    assert max(order.index(waiting), order.index(parked)) < order.index(running)
     assert len(comfy.submitted) == 1
 
 
