@@ -2,9 +2,9 @@
 
 Read from the worker's own JSON log (``WORKER_LOG_LEVEL=info``: one line per step, each
 with its wall-clock ``timestamp`` and ``prompt_id``) beside ComfyUI's finish times. For
-each finished prompt A, B is the prompt the worker queued next after it knew A had
-finished (a task frees its place in ComfyUI then, and the next one, already claimed and
-prepared, goes on). The cycle is A finished -> B queued, in phases:
+each finished prompt A, B is the first prompt whose checkpoint began after the worker
+knew A had finished (a task frees its place in ComfyUI then, and the next one, already
+claimed and prepared, goes on). The cycle is A finished -> B queued, in phases:
 
 - ``detect``: ComfyUI finished A -> the worker knows (WebSocket, one ``/history``);
 - ``turn``: -> B's checkpoint starts (B passes the gate; B's thread gets the CPU);
@@ -66,14 +66,14 @@ def phases(times: dict[str, PromptTimes], log_path: Path) -> dict[str, Any]:
     """p50/p95 of each phase and of the whole cycle, over every finished prompt."""
     marks = steps(log_path)
     complete = {p: m for p, m in marks.items() if p in times and len(m) == len(STEPS) + 1}
-    queued = sorted((m["queued"], p) for p, m in complete.items())
-    queued_at = [at for at, _ in queued]
+    recording = sorted((m["recording"], p) for p, m in complete.items())
+    recording_at = [at for at, _ in recording]
     parts: dict[str, list[float]] = {name: [] for name in (*PHASES, *BESIDE, "cycle")}
     for prompt_id, mark in complete.items():
-        following = bisect.bisect_right(queued_at, mark["finished"])
-        if following == len(queued):
+        following = bisect.bisect_right(recording_at, mark["finished"])
+        if following == len(recording):
             continue  # the last task: nothing came after it
-        after = complete[queued[following][1]]
+        after = complete[recording[following][1]]
         finished = times[prompt_id].finished
         parts["detect"].append(mark["finished"] - finished)
         parts["turn"].append(after["recording"] - mark["finished"])
