@@ -17,6 +17,7 @@ from comfyui_worker.comfy.client import ComfyClient
 from comfyui_worker.workflow.templates import Template, load_template, render
 
 FAST_S = 0.1
+SHORT_S = 0.01  # a task shorter than the worker's own cycle (issue 18)
 _colors = itertools.count(0x102030, 7919)  # every graph of a run gets a new colour
 
 
@@ -38,6 +39,10 @@ class Target(Protocol):
 
     def fast_graph(self, prefix: str) -> Graph:
         """A fresh graph of about 100 ms: a fast turbo/LCM workflow's cost."""
+        ...
+
+    def short_graph(self, prefix: str) -> Graph:
+        """A fresh graph of about 10 ms: shorter than the worker's cycle for one task."""
         ...
 
     def times(self, client: ComfyClient, prompt_ids: list[str]) -> dict[str, PromptTimes]:
@@ -65,6 +70,10 @@ class FakeTarget:
         """The smoke graph with a 100 ms FakeSleep."""
         return sleep_graph(next_color(), FAST_S, prefix)
 
+    def short_graph(self, prefix: str) -> Graph:
+        """The smoke graph with a 10 ms FakeSleep."""
+        return sleep_graph(next_color(), SHORT_S, prefix)
+
     def times(self, client: ComfyClient, prompt_ids: list[str]) -> dict[str, PromptTimes]:
         """From the fake's received_times/started_times/finish_times."""
         return self.fake.times(prompt_ids)
@@ -90,12 +99,19 @@ class RealTarget:
 
     def fast_graph(self, prefix: str) -> Graph:
         """smoke.json at 512x512 with blur radius 8: about 100 ms on the reference CPU."""
+        return self._sized(prefix, side=512, blur_radius=8)
+
+    def short_graph(self, prefix: str) -> Graph:
+        """smoke.json at 320x320 with blur radius 4: about 7-10 ms on the reference CPU."""
+        return self._sized(prefix, side=320, blur_radius=4)
+
+    def _sized(self, prefix: str, *, side: int, blur_radius: int) -> Graph:
         graph = self.graph(prefix)
         for node in graph.values():
             if node.get("class_type") == "EmptyImage":
-                node["inputs"].update(width=512, height=512)
+                node["inputs"].update(width=side, height=side)
             if node.get("class_type") == "ImageBlur":
-                node["inputs"]["blur_radius"] = 8
+                node["inputs"]["blur_radius"] = blur_radius
         return graph
 
     def times(self, client: ComfyClient, prompt_ids: list[str]) -> dict[str, PromptTimes]:

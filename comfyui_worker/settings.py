@@ -60,17 +60,32 @@ class _EnvSettings(BaseSettings):
     )
 
 
+# Prompts a worker may queue in ComfyUI behind the running one. Each holds a task away
+# from idle workers elsewhere and adds an execution budget to the task timeout; two
+# already cover a cycle twice as long as a 10 ms task, so more than 4 only hoards work.
+MAX_PREFETCH = 4
+
+
 class DeadlineSettings(_EnvSettings):
     """The execution deadline and prefetch: all ``register`` needs to size the task timeout."""
 
     history_timeout_s: float = Field(600.0, gt=0, alias="COMFYUI_HISTORY_TIMEOUT_SEC")
-    prefetch: int = Field(0, ge=0, le=1, alias="WORKER_PREFETCH")
+    prefetch: int = Field(0, ge=0, le=MAX_PREFETCH, alias="WORKER_PREFETCH")
     task_timeout_s: int | None = Field(None, gt=0, alias="WORKER_TASK_TIMEOUT_SEC")
 
     @property
     def slots(self) -> int:
-        """Tasks the worker runs at once: the executing one, plus one queued behind it."""
+        """Prompts the worker keeps in ComfyUI: the executing one, plus those queued behind it."""
         return 1 + self.prefetch
+
+    @property
+    def task_slots(self) -> int:
+        """Tasks inside the task function at once (the SDK's slots): one more than ``slots``.
+
+        The extra one saves a finished prompt's outputs while the next task's prompt is
+        already being submitted, so saving is off the GPU's critical path.
+        """
+        return self.slots + 1
 
 
 class TemplateSettings(_EnvSettings):

@@ -112,9 +112,16 @@ class RecordedFence:
     def __init__(self, *earlier: Submission) -> None:
         self.earlier = list(earlier)
         self.recorded: list[Submission] = []
+        self.started_prompts: list[str] = []
 
-    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
-        self.recorded.append(Submission(comfyui_url, prompt_id, "test", 1, graph_sha256))
+    def record(
+        self, comfyui_url: str, prompt_id: str, graph_sha256: str, queued_behind: int = 0
+    ) -> None:
+        submission = Submission(comfyui_url, prompt_id, "test", 1, graph_sha256, queued_behind)
+        self.recorded.append(submission)
+
+    def started(self, prompt_id: str) -> None:
+        self.started_prompts.append(prompt_id)
 
 
 def recorded(comfyui_url: str, prompt_id: str, graph: Any) -> Submission:

@@ -107,11 +107,11 @@ class StubLittleHorse:
         self.lh.wait_for(done, timeout_s, f"job {job_id} to end")
 
     def wait_running(self, job_id: str, timeout_s: float = 30) -> None:
-        """Until a worker claimed the job's task."""
+        """Until a ``hold`` job's task recorded its prompt (before that it is only waiting)."""
         self.lh.wait_for(
-            lambda: self.lh.task_run("0-1", wf_run_id=job_id).attempts[-1].HasField("start_time"),
+            lambda: self.lh.task_run("0-1", wf_run_id=job_id).total_checkpoints > 0,
             timeout_s,
-            f"job {job_id} to start",
+            f"job {job_id} to record its prompt",
         )
 
     def _task_function(self) -> Any:

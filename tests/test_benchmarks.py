@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.report import GOALS, upload_table
+from benchmarks.report import CYCLE_PHASES, GOALS, upload_table
 
 # The benchmark's quick run takes about a minute.
 pytestmark = pytest.mark.slow
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms"}
+SHORT_RUNS = ("short_prefetch_0", "short_prefetch_1", "short_prefetch_2")
 EXPECTED: dict[str, dict[str, set[str] | None]] = {
     "overhead": {"default_fsync": None, "fsync_off": None},
     "detection": {
@@ -45,9 +46,10 @@ EXPECTED: dict[str, dict[str, set[str] | None]] = {
     "idle": {"cpu_s": None, "wall_s": None, "cpu_pct_of_core": None, "execution_s": None},
     "through_littlehorse": {
         "tasks": None,
-        "fake": {"prefetch_0", "prefetch_1"},
-        "real": {"prefetch_0", "prefetch_1"},
+        "fake": {"prefetch_0", "prefetch_1", *SHORT_RUNS},
+        "real": {"prefetch_0", "prefetch_1", *SHORT_RUNS},
         "queued_limit": {"gap_to_started", "execution"},
+        "short_queued_limit": {"gap_to_started", "execution"},
     },
     "overlap": {
         "size_bytes": None,
@@ -100,11 +102,14 @@ def test_quick_run_reports_every_figure(tmp_path: Path):
         ]
         assert not bad, f"{section}: non-numeric figures {bad}"
     for kind in ("fake", "real"):
-        for prefetch in ("prefetch_0", "prefetch_1"):
+        for prefetch in ("prefetch_0", "prefetch_1", *SHORT_RUNS):
             run = results["through_littlehorse"][kind][prefetch]
             assert {"gap_to_started", "execution", "tasks_per_s", "ratio_to_limit_p50"} <= set(run)
             assert {"claim", "checkpoint", "report"} == set(run["round_trips"])
             assert all(trip["n"] >= 1 for trip in run["round_trips"].values()), run
+        for prefetch in SHORT_RUNS:
+            phases = results["through_littlehorse"][kind][prefetch]["cycle"]
+            assert set(phases) == {*CYCLE_PHASES, "save", "cycle"} and phases["cycle"]["n"] >= 1
     for part in ("default_fsync", "fsync_off"):
         assert set(results["overhead"][part]) == OVERHEAD_PARTS
         for summary in results["overhead"][part].values():

@@ -334,7 +334,7 @@ def test_register_deploys_task_def_and_wf_spec(tmp_path: Path):
     thread = spec.thread_specs[spec.entrypoint_thread_name]
     task_nodes = [n for n in thread.nodes.values() if n.HasField("task")]
     [node] = task_nodes
-    assert node.task.timeout_seconds == 2 * (900 + 300) and node.task.retries == 3
+    assert node.task.timeout_seconds == 3 * (900 + 300) and node.task.retries == 3
     assert node.task.exponential_backoff.base_interval_ms > 0
     handled = {h.specific_failure for h in node.failure_handlers}
     assert {

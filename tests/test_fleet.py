@@ -193,5 +193,6 @@ def test_every_submission_is_recorded_before_the_post(
             "worker_id": "worker-7",
             "attempt": 0,
             "graph_sha256": make_request(smoke(45)).graph_sha256,
+            "queued_behind": 0,  # prefetch off: never behind the worker's own prompts
         }
     ]

@@ -45,7 +45,7 @@ def finished(stack: Stack, job_id: str) -> dict[str, Any]:
     return job(stack, job_id)
 
 
-@pytest.mark.parametrize("prefetch", [0, 1])
+@pytest.mark.parametrize("prefetch", [0, 1, 2])
 def test_queued_jobs_each_run_on_their_own_input_image(stack, comfy, tmp_path, prefetch):
     """Prompts queued behind each other keep their own uploads: no job reads another's image."""
     graph = tmp_path / "load_and_save.json"

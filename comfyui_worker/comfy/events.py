@@ -45,12 +45,15 @@ class Watch:
         connected: Callable[[], bool] = lambda: False,
         *,
         own: bool = False,
+        announces_filing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.prompt_id = prompt_id
         self.own = own
         self.on_event = on_event
         self.connected = connected
+        self.announces_filing = announces_filing  # the server says when /history has a prompt
         self._terminal = threading.Event()
+        self._filed = threading.Event()
         self._started = threading.Event()
         self._wake = threading.Event()
 
@@ -67,6 +70,14 @@ class Watch:
     def wait_terminal(self, timeout_s: float) -> bool:
         """Sleep until the socket says the prompt ended, or the timeout passes."""
         return self._terminal.wait(timeout_s)
+
+    def wait_filed(self, timeout_s: float) -> bool:
+        """Sleep until the socket says the prompt is in /history, or the timeout passes.
+
+        ComfyUI sends the terminal event, then files the entry in /history, then sends
+        ``executing`` with no node to the prompt's client: asking before that is wasted.
+        """
+        return self._filed.wait(timeout_s)
 
     def wake(self) -> None:
         """Make the waiter look at /history now."""
@@ -92,7 +103,10 @@ class Watch:
                 log.warning("comfy.progress_callback_failed", exc_info=True)
         if kind in STARTED:
             self._started.set()
-        if kind in TERMINAL or (kind == "executing" and data.get("node") is None):
+        filed = kind == "executing" and data.get("node") is None
+        if filed:
+            self._filed.set()
+        if kind in TERMINAL or filed:
             self._terminal.set()
             self.wake()
 
@@ -114,6 +128,7 @@ class EventStream:
         self._thread: threading.Thread | None = None
         self.connects = 0
         self.on_reconnect: Callable[[], None] | None = None
+        self.announces_filing = False  # seen ``executing`` with no node: /history is filed
 
     @property
     def connected(self) -> bool:
@@ -145,7 +160,13 @@ class EventStream:
         self, prompt_id: str, on_event: ProgressCallback | None = None, *, own: bool = False
     ) -> Iterator[Watch]:
         """Register interest in ``prompt_id`` for the duration of the block."""
-        watch = Watch(prompt_id, on_event, lambda: self.connected, own=own)
+        watch = Watch(
+            prompt_id,
+            on_event,
+            lambda: self.connected,
+            own=own,
+            announces_filing=lambda: self.announces_filing,
+        )
         with self._lock:
             self._watches.setdefault(prompt_id, []).append(watch)
         try:
@@ -227,6 +248,8 @@ class EventStream:
                 watch.queue_changed()
             return
         prompt_id = data.get("prompt_id")
+        if kind == "executing" and data.get("node") is None and prompt_id:
+            self.announces_filing = True
         with self._lock:
             watches = list(self._watches.get(str(prompt_id), ()))
         for watch in watches:

@@ -40,6 +40,7 @@ log = structlog.get_logger("comfyui_worker.comfy.waiting")
 VANISHED_AFTER_TICKS = 3
 RACE_RECHECK_S = 0.005  # execution_success can beat /history by a few ms
 EVENTS_GRACE_S = 0.05  # /history can beat the socket's last events: let them arrive
+FILED_GRACE_S = 0.05  # how long to wait for "in /history now" after the terminal event
 _FAILED_CALL = object()  # a call that failed in transport: no news, not "not found"
 
 # Called at each tick; returns an error to end the wait with (a cancelled job, a
@@ -104,6 +105,8 @@ class Waiter:
         race_pause_s = RACE_RECHECK_S
         look = not (self.watch.own and self.watch.connected())
         while True:
+            if look and self.watch.terminal_seen:
+                self._await_filing()
             entry = self._ride_out(self._history) if look else None
             look = True
             if isinstance(entry, HistoryEntry):
@@ -120,6 +123,16 @@ class Waiter:
             if self.watch.terminal_seen:  # finished per the socket; /history lags by a few ms
                 pause, race_pause_s = min(pause, race_pause_s), race_pause_s * 2
             self.watch.wait(max(min(pause, self._deadline() - now), 0.0))
+
+    def _await_filing(self) -> None:
+        """Ask /history once ComfyUI says it filed our prompt there, not a moment before.
+
+        Only for our own prompt (its client gets the signal) on a server seen sending
+        it; a lost signal costs at most ``FILED_GRACE_S``, then /history is asked anyway.
+        """
+        watch = self.watch
+        if watch.own and watch.connected() and watch.announces_filing():
+            watch.wait_filed(FILED_GRACE_S)
 
     def _history(self) -> HistoryEntry | None:
         entry = self.client.history(self.prompt_id)

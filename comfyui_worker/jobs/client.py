@@ -40,7 +40,7 @@ from comfyui_worker.jobs.read import (
     TERMINAL,
     build_job,
     entry_values,
-    submission_attempt,
+    prompt_mark,
     value_of,
 )
 from comfyui_worker.lh.api import LittleHorse
@@ -168,11 +168,12 @@ class Jobs:
         return job
 
     def _submitted_at(self, task_runs: list[TaskRun]) -> datetime | None:
-        """When a running attempt recorded its prompt with LittleHorse, if it has.
+        """When a running attempt's prompt began to run, as its checkpoints say, if it has.
 
         The worker checkpoints each submission just before the POST to ComfyUI, so a
         claimed attempt without one is still waiting for its GPU (with one slot, the
-        SDK holds a second claimed task until the first is done). Newest first.
+        SDK holds a second claimed task until the first is done). A prefetched prompt
+        waits behind the worker's others until its ``started`` record. Newest first.
         """
         for task_run in task_runs:
             if not task_run.attempts or task_run.attempts[-1].status != TaskStatus.TASK_RUNNING:
@@ -184,7 +185,10 @@ class Jobs:
                     checkpoint = self.lh.call("GetCheckpoint", checkpoint_id)
                 except NotFoundError:
                     continue
-                if submission_attempt(value_of(checkpoint.value)) == current:
+                mark = prompt_mark(value_of(checkpoint.value), current)
+                if mark == "waiting":
+                    return None
+                if mark == "running":
                     stamp: datetime = checkpoint.created_at.ToDatetime(tzinfo=UTC)
                     return stamp
         return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from littlehorse.model import (
     Failure,
@@ -58,8 +58,9 @@ def build_job(
 ) -> Job:
     """One job from its WfRun, NodeRuns, Variables and TaskRuns.
 
-    ``submitted_at`` is when the running attempt recorded its prompt (its checkpoint):
-    before that it is waiting for the GPU, and its run counts from then.
+    ``submitted_at`` is when the running attempt's prompt began to run, as its
+    checkpoints tell (``prompt_mark``): before that it is waiting for the GPU, and its
+    run counts from then.
     """
     now = now or datetime.now(UTC)
     values = entry_values(variables)
@@ -107,6 +108,23 @@ def submission_attempt(value: object) -> int | None:
     if isinstance(value, dict) and isinstance(value.get("attempt"), int):
         return int(value["attempt"])
     return None
+
+
+def prompt_mark(value: object, attempt: int) -> Literal["running", "waiting"] | None:
+    """What one checkpoint says of ``attempt``'s prompt; None if it is not about it.
+
+    ``running`` from this record on; ``waiting``: queued behind the worker's own
+    prompts, not started yet. The worker records a submission before its POST
+    (``run/fencing.Submission``); a prefetched one names ``queued_behind`` and is
+    running only from its later ``started`` record (``run/fencing.Started``), so
+    checkpoints are read newest first.
+    """
+    if submission_attempt(value) != attempt or not isinstance(value, dict):
+        return None
+    if value.get("record") == "started":
+        return "running"
+    behind = value.get("queued_behind")
+    return "waiting" if isinstance(behind, int) and behind > 0 else "running"
 
 
 def value_of(value: Any) -> Any:

@@ -62,13 +62,13 @@ def execution_budget_s(deadlines: DeadlineSettings) -> int:
 def task_timeout_s(deadlines: DeadlineSettings) -> int:
     """Per-attempt timeout: a claimed task may wait for every task ahead of it first.
 
-    With ``slots`` tasks running at once the SDK claims ``slots + 1``; the last one
-    waits for the others before it runs, so it needs ``slots + 1`` execution budgets.
-    ``WORKER_TASK_TIMEOUT_SEC`` sets it outright.
+    With ``task_slots`` tasks running at once the SDK claims ``task_slots + 1``; the
+    last one waits for the others before it runs, so it needs ``task_slots + 1``
+    execution budgets. ``WORKER_TASK_TIMEOUT_SEC`` sets it outright.
     """
     if deadlines.task_timeout_s is not None:
         return deadlines.task_timeout_s
-    return (deadlines.slots + PARKED_TASKS) * execution_budget_s(deadlines)
+    return (deadlines.task_slots + PARKED_TASKS) * execution_budget_s(deadlines)
 
 
 def build_workflow(

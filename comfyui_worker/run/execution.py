@@ -26,7 +26,7 @@ from comfyui_worker.comfy.waiting import (
     WaitPolicy,
     cancel_quietly,
 )
-from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError
+from comfyui_worker.errors import ComfyOutOfMemoryError, TechnicalError, WorkerShuttingDownError
 from comfyui_worker.logs import outside_task
 from comfyui_worker.models.ensure import ModelEnsurer
 from comfyui_worker.outputs.collect import MANIFEST, collect
@@ -45,6 +45,7 @@ log = structlog.get_logger("comfyui_worker.run.execution")
 
 Trail = Callable[[str], None]
 NO_FENCE = NoFence()
+ROOM_CHECK_S = 0.1  # how often a task waiting for room in ComfyUI looks for a shutdown
 
 
 class Runner:
@@ -70,6 +71,10 @@ class Runner:
         self._abort = threading.Event()
         self._hand_back = threading.Event()
         self._active: dict[str, Server] = {}  # prompt id -> where it runs (up to 1 + prefetch)
+        # Room in ComfyUI: a task submits only while fewer than 1 + prefetch of the
+        # worker's prompts are there, and frees its place the moment its prompt finished,
+        # so the next task's checkpoint and POST overlap this one's saving and report.
+        self._in_comfyui = threading.BoundedSemaphore(settings.slots)
         self._finished_count = 0
         self.cancelled: str | None = None  # what Ctrl-C did to the prompt
 
@@ -162,6 +167,7 @@ class Runner:
                     request, adopted, server, fence, clock, say, events, stop
                 )
             clock.detected = finished.detected_at
+            log.info("comfy.prompt_finished")
             result = self._finish(
                 request, server, prompt_id, finished.entry, clock, downloader, early
             )
@@ -210,13 +216,18 @@ class Runner:
         prompt_id = waited.prompt_id if waited is not None else request.prompt_id
         expected = waited.graph_sha256 if waited is not None else request.graph_sha256
         own = adopted is None  # we submit it now, so its events come to our socket
-        with server.events.watch(prompt_id, _announcing_start(on_event, say), own=own) as watch:
-            self._active[prompt_id] = server
+        announce = _announcing_start(on_event, say, fence)
+        entered = False
+        with server.events.watch(prompt_id, announce, own=own) as watch:
             try:
                 if adopted is None:
-                    self.submitter.submit(request, clock, fence)
+                    entered = self._enter_comfyui()
+                    ahead = self._queued_ahead()
+                    self._active[prompt_id] = server
+                    self.submitter.submit(request, clock, fence, queued_behind=ahead)
                     say(f"submitted prompt {prompt_id}")
                 else:
+                    self._active[prompt_id] = server
                     where = f" on {server.base_url}" if server.owned else ""
                     say(f"adopted prompt {prompt_id} from an earlier attempt{where}")
                 if adopted is not None and adopted.finished is not None:
@@ -227,6 +238,30 @@ class Runner:
                 raise
             finally:
                 self._active.pop(prompt_id, None)
+                if entered:
+                    self._in_comfyui.release()  # the next task may submit while this one saves
+
+    def _enter_comfyui(self) -> bool:
+        """Wait for room in ComfyUI's queue (1 + prefetch prompts); True once entered.
+
+        A task waiting here has submitted nothing, so draining hands it back at once.
+        """
+        while not self._in_comfyui.acquire(timeout=ROOM_CHECK_S):
+            if self._hand_back.is_set() or self._abort.is_set():
+                raise WorkerShuttingDownError(
+                    "worker is shutting down; the task was waiting for its turn and had "
+                    "submitted nothing, so it goes back to LittleHorse"
+                )
+        return True
+
+    def _queued_ahead(self) -> int:
+        """How many of the worker's prompts in its own ComfyUI a new one would wait behind.
+
+        Counted only with prefetch (without it a prompt never waits behind our own).
+        """
+        if not self.settings.prefetch:
+            return 0
+        return sum(1 for server in list(self._active.values()) if server is self.local)
 
     def _wait(
         self, server: Server, watch: Watch, stop: StopCheck | None, graph_sha256: str | None
@@ -332,12 +367,15 @@ def _say_finished(say: Trail, result: RunResult) -> None:
     )
 
 
-def _announcing_start(on_event: ProgressCallback | None, say: Trail) -> ProgressCallback:
-    """Pass events on, and note in the trail when ComfyUI starts executing."""
+def _announcing_start(
+    on_event: ProgressCallback | None, say: Trail, fence: Fence
+) -> ProgressCallback:
+    """Pass events on; note in the trail (and the fence, if prefetched) when ComfyUI starts."""
 
     def forward(kind: str, data: dict[str, Any]) -> None:
         if kind == "execution_start":
             say("ComfyUI started executing")
+            fence.started(str(data.get("prompt_id")))
         if on_event is not None:
             on_event(kind, data)
 

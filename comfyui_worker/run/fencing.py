@@ -9,6 +9,10 @@ where it runs, on whichever ComfyUI it can reach, so a graph runs once in the fl
 record carries the graph's fingerprint: a prompt is adopted only if ComfyUI holds that
 very graph under its id.
 
+With prefetch a prompt may be queued behind others of the same worker; its record says
+so (``queued_behind``), and when ComfyUI starts it the worker adds a small ``Started``
+record, so the job side counts it as running from then, not from its submission.
+
 The LittleHorse side (``ctx.execute_and_checkpoint``) lives at the worker boundary;
 this module knows only the record and the interface the execution loop calls.
 """
@@ -28,6 +32,12 @@ class Submission:
     worker_id: str
     attempt: int
     graph_sha256: str | None = None  # what was submitted (None: a record without one)
+    queued_behind: int = 0  # the worker's own prompts ahead of it in ComfyUI (prefetch)
+
+    @property
+    def prefetched(self) -> bool:
+        """Whether the prompt was queued to wait behind another of the worker's own."""
+        return self.queued_behind > 0
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint value."""
@@ -45,9 +55,27 @@ class Submission:
                 worker_id=str(value.get("worker_id", "")),
                 attempt=int(value.get("attempt", -1)),
                 graph_sha256=_text_or_none(value.get("graph_sha256")),
+                queued_behind=int(value.get("queued_behind", 0)),
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class Started:
+    """ComfyUI started executing a prefetched prompt: recorded after its ``Submission``.
+
+    Not a submission (no ``comfyui_url``), so adoption never reads it as one; the job
+    side reads ``record``/``attempt`` (``jobs/read.py``) to count the run from here.
+    """
+
+    prompt_id: str
+    attempt: int
+    record: str = "started"
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint value."""
+        return asdict(self)
 
 
 class Fence(Protocol):
@@ -58,8 +86,17 @@ class Fence(Protocol):
         """Submissions earlier attempts (or deliveries) of this task recorded, oldest first."""
         ...
 
-    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
+    def record(
+        self, comfyui_url: str, prompt_id: str, graph_sha256: str, queued_behind: int = 0
+    ) -> None:
         """Record a submission before making it; raises ``AttemptFencedError`` if stale."""
+        ...
+
+    def started(self, prompt_id: str) -> None:
+        """ComfyUI started a prompt this attempt queued: record it if it was prefetched.
+
+        Called from the WebSocket thread; never blocks and never raises.
+        """
         ...
 
 
@@ -71,7 +108,12 @@ class NoFence:
         """Nothing was recorded."""
         return []
 
-    def record(self, comfyui_url: str, prompt_id: str, graph_sha256: str) -> None:
+    def record(
+        self, comfyui_url: str, prompt_id: str, graph_sha256: str, queued_behind: int = 0
+    ) -> None:
+        """Nothing to record."""
+
+    def started(self, prompt_id: str) -> None:
         """Nothing to record."""
 
 

@@ -47,11 +47,14 @@ class Submitter:
         self.object_info = ObjectInfoCache(client.object_info)
         self._socket_waited = False
 
-    def submit(self, request: RunRequest, clock: Clock, fence: Fence) -> None:
+    def submit(
+        self, request: RunRequest, clock: Clock, fence: Fence, *, queued_behind: int = 0
+    ) -> None:
         """Upload inputs, preflight, record the submission, then POST /prompt exactly once.
 
         The record (a LittleHorse checkpoint, which fences a stale attempt) is the last
-        step before the POST, so as little as possible happens between the two.
+        step before the POST, so as little as possible happens between the two; it says
+        how many of the worker's own prompts this one will wait behind (prefetch).
         """
         for upload in request.uploads:
             self.client.upload_image(upload.upload_name, upload.data, upload.content_type)
@@ -60,7 +63,9 @@ class Submitter:
         if not self._socket_waited:  # once, at start: let the socket open so events reach us
             self._socket_waited = True
             self.events.wait_connected(min(2.0, self.settings.http_timeout_s))
-        fence.record(self.settings.advertised_url, request.prompt_id, request.graph_sha256)
+        fence.record(
+            self.settings.advertised_url, request.prompt_id, request.graph_sha256, queued_behind
+        )
         clock.submitted_wall_ms = time.time() * 1000
         deadline = self.client.deadline()
         for attempt in self.client.retrying(deadline):

@@ -91,6 +91,16 @@ class Ledger:
             if claim is not None:
                 claim.finished_at = time.monotonic()
 
+    def fence(self, key: Key) -> None:
+        """LittleHorse answered STOP_TASK to a checkpoint of a task the worker still holds.
+
+        A late one (a prefetched prompt's ``started`` record can land after the task was
+        reported) is dropped, so nothing is kept for a task that is gone.
+        """
+        with self._lock:
+            if key in self.claims:
+                self.fenced.add(key)
+
     def reported(self, key: Key) -> None:
         """The report reached LittleHorse (or was given up on): the task is gone."""
         with self._lock:

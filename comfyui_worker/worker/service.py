@@ -43,7 +43,7 @@ async def _serve(comfy: ComfySettings, settings: WorkerSettings) -> int:
     warm_up = WarmUp(runner, preparer, comfy.warmup_workflow)
     readiness = _readiness(runner, ledger, warm_up)
     config = ObservedConfig(ledger, gate=readiness.gate)
-    set_slots(config, comfy.slots)
+    set_slots(config, comfy.task_slots)
     metrics = Metrics()
     metrics.track_running(ledger.running_age_s)
     ledger.on_call = metrics.littlehorse_round_trip

@@ -96,7 +96,7 @@ class ObservedStub:
         self._ledger.timed("checkpoint", began)
         if reply.flow_control_continue_type != PutCheckpointResponse.CONTINUE_TASK:
             run = request.task_run_id
-            self._ledger.fenced.add((run.wf_run_id.id, run.task_guid, request.task_attempt))
+            self._ledger.fence((run.wf_run_id.id, run.task_guid, request.task_attempt))
         return reply
 
     async def ReportTask(self, report: ReportTaskRun, **kwargs: Any) -> Any:

@@ -127,7 +127,6 @@ class TaskHandler:
         self.ledger.started(key)
         scheduled_at_ns = self.ledger.scheduled_at_ns(key) or time.time_ns()
         identity = identity_for(key, scheduled_at_ns)
-        waited_s = (time.time_ns() - scheduled_at_ns) / 1e9
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             wf_run_id=key[0], task_guid=key[1], attempt=key[2], prompt_id=identity.prompt_id
@@ -136,10 +135,11 @@ class TaskHandler:
         try:
             self._refuse(key)
             await self._until_ready()
-            fence = await CheckpointFence.open(ctx, self.ledger, key, self.worker_id)
             stop = _Cancellation(self.littlehorse, key[0]) if self.littlehorse else None
-            if stop is not None and waited_s > QUEUED_CHECK_S:
-                await asyncio.to_thread(stop.refuse_if_stopped)
+            before_submit = _asked_if_waited(stop, scheduled_at_ns)
+            fence = await CheckpointFence.open(
+                ctx, self.ledger, key, self.worker_id, before_submit=before_submit
+            )
             result, payload = await asyncio.to_thread(
                 self._run, workflow, identity, trail, fence, stop
             )
@@ -256,6 +256,20 @@ class _Cancellation:
             wf_run_id=self.wf_run_id,
             cancelled=True,
         )
+
+
+def _asked_if_waited(stop: _Cancellation | None, scheduled_at_ns: int) -> Callable[[], None]:
+    """The check made just before the POST, beside the checkpoint's round trip.
+
+    A task that waited (in LittleHorse, parked, or for its turn in ComfyUI) may have
+    been cancelled meanwhile: LittleHorse is asked then, and a stopped job runs nothing.
+    """
+
+    def before_submit() -> None:
+        if stop is not None and (time.time_ns() - scheduled_at_ns) / 1e9 > QUEUED_CHECK_S:
+            stop.refuse_if_stopped()
+
+    return before_submit
 
 
 def _result_budget(workflow: dict[str, Any]) -> int:

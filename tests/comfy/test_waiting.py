@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from comfyui_worker.comfy import waiting
 from comfyui_worker.comfy.client import ComfyClient
 from comfyui_worker.comfy.events import Watch
 from comfyui_worker.comfy.waiting import Finished, Waiter, WaitPolicy
@@ -77,6 +78,36 @@ def test_a_prompt_we_just_submitted_is_not_looked_up_before_its_end(
     assert history.paths == []
     history.done.set()
     watch.deliver("execution_success", {"prompt_id": PROMPT})
+    thread.join(10)
+    assert isinstance(results[0], Finished) and len(history.paths) == 1
+
+
+class FilingWatch(SeenWatch):
+    """An own prompt's watch on a server that says when /history has it; notes the wait."""
+
+    def __init__(self) -> None:
+        super().__init__(own=True)
+        self.announces_filing = lambda: True
+        self.waiting_filed = threading.Event()
+
+    def wait_filed(self, timeout_s: float) -> bool:
+        self.waiting_filed.set()
+        return super().wait_filed(timeout_s)
+
+
+def test_history_is_asked_once_comfyui_says_it_filed_the_prompt(
+    client: ComfyClient, history: History, monkeypatch: pytest.MonkeyPatch
+):
+    """The terminal event comes before /history has the entry: wait for ``executing`` None."""
+    monkeypatch.setattr(waiting, "FILED_GRACE_S", 3600.0)  # only the signal ends the wait
+    watch = FilingWatch()
+    thread, results = wait_in_thread(client, watch)
+    assert watch.sleeping.wait(10)
+    watch.deliver("execution_success", {"prompt_id": PROMPT})  # not in /history yet
+    assert watch.waiting_filed.wait(10)
+    assert history.paths == []
+    history.done.set()
+    watch.deliver("executing", {"node": None, "prompt_id": PROMPT})
     thread.join(10)
     assert isinstance(results[0], Finished) and len(history.paths) == 1
 

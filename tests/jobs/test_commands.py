@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -162,6 +163,37 @@ def test_a_claimed_job_waits_for_the_gpu_until_its_prompt_is_in_comfyui(stack, w
     assert "waiting for GPU" in stack.main("jobs", "--status", "waiting").stdout
     for job_id in ("gpu-1", "gpu-2"):
         assert stack.main("jobs", "cancel", job_id, "--wait").returncode == 0
+
+
+@pytest.mark.slow
+def test_a_prefetched_job_waits_until_comfyui_starts_its_prompt(stack, comfy):
+    """Prefetch: a prompt queued behind the worker's own shows ``waiting`` until it starts."""
+    comfy.execution_time_s = 4  # long enough to see the second job run before it ends
+    comfy.pause()  # nothing starts until both prompts are queued
+    stack.worker(comfy, WORKER_PREFETCH="1")
+    stack.wait_polling(TASK)
+    for n, job_id in enumerate(("pf-1", "pf-2")):
+        submitted = stack.main("submit", "smoke", "--param", f"color={63 + n}", "--id", job_id)
+        assert submitted.returncode == 0, submitted.stderr
+        wait_until(lambda: len(comfy.submitted) == n + 1, timeout_s=30)  # noqa: B023
+
+    def show(job_id: str) -> dict[str, Any]:
+        shown: dict[str, Any] = json.loads(stack.main("jobs", "show", job_id, "--json").stdout)
+        return shown
+
+    first, second = show("pf-1"), show("pf-2")
+    assert (first["status"], second["status"]) == ("running", "waiting")
+    assert second["run_s"] is None
+    [submission] = stack.lh.checkpoints("pf-2")
+    assert submission["queued_behind"] == 1 and submission["prompt_id"] == comfy.submitted[1]
+    comfy.resume()
+    wait_until(lambda: comfy.submitted[1] in comfy.started_times, timeout_s=30)
+    wait_until(lambda: show("pf-2")["status"] == "running", timeout_s=30)
+    assert show("pf-2")["run_s"] is not None
+    started = {"record": "started", "prompt_id": comfy.submitted[1], "attempt": 0}
+    assert stack.lh.checkpoints("pf-2") == [submission, started]
+    assert [c.get("queued_behind") for c in stack.lh.checkpoints("pf-1")] == [0]  # nothing more
+    assert stack.main("jobs", "cancel", "pf-2", "--wait").returncode == 0
 
 
 @pytest.mark.slow

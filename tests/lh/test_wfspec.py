@@ -19,9 +19,10 @@ from littlehorse.model import (
     VariableType,
 )
 from littlehorse.worker import LHTaskWorker, WorkerContext
+from pydantic import ValidationError
 
 from comfyui_worker.lh.wfspec import WF_SPEC_NAME, build_workflow, task_timeout_s
-from comfyui_worker.settings import DeadlineSettings
+from comfyui_worker.settings import MAX_PREFETCH, DeadlineSettings
 from fakes.littlehorse import FakeLittleHorse, WorkerThread, close_sync_channels
 
 TASK = "execute-comfyui-workflow"
@@ -136,10 +137,20 @@ def test_timeouts_are_named_task_timeout(lh: FakeLittleHorse, client: LHConfig):
 
 
 def test_the_timeout_covers_a_parked_task():
-    """A claimed task may wait a whole execution before its own: (slots + 1) budgets."""
-    prefetching = DEADLINES.model_copy(update={"prefetch": 1})
-    assert task_timeout_s(DEADLINES) == 2 * (60 + 300)
-    assert task_timeout_s(prefetching) == 3 * (60 + 300)
+    """A claimed task may wait for every one ahead of it: (task slots + 1) budgets."""
+    assert task_timeout_s(DEADLINES) == 3 * (60 + 300)  # 1 in ComfyUI, 1 saving, 1 parked
+    for prefetch in (1, 2, MAX_PREFETCH):
+        prefetching = DEADLINES.model_copy(update={"prefetch": prefetch})
+        assert task_timeout_s(prefetching) == (prefetch + 3) * (60 + 300)
+
+
+def test_prefetch_deeper_than_the_bound_is_refused():
+    """WORKER_PREFETCH is 0..MAX_PREFETCH: a deeper queue would only hoard the fleet's work."""
+    env = {"COMFYUI_HISTORY_TIMEOUT_SEC": "60"}
+    deepest = DeadlineSettings.model_validate({**env, "WORKER_PREFETCH": str(MAX_PREFETCH)})
+    assert deepest.slots == 1 + MAX_PREFETCH
+    with pytest.raises(ValidationError, match="WORKER_PREFETCH"):
+        DeadlineSettings.model_validate({**env, "WORKER_PREFETCH": str(MAX_PREFETCH + 1)})
 
 
 def test_retry_of_is_an_optional_searchable_string():

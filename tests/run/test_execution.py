@@ -26,6 +26,7 @@ from comfyui_worker.outputs.collect import OutputRef
 from comfyui_worker.outputs.download import Downloader
 from comfyui_worker.outputs.store import LocalStore
 from comfyui_worker.run.execution import Runner
+from comfyui_worker.run.fencing import Started, Submission
 from comfyui_worker.settings import ComfySettings
 from comfyui_worker.workflow.request import RunRequest
 from fakes.comfyui import FakeComfyUI
@@ -589,3 +590,24 @@ def test_the_newest_comfyui_is_cancelled_through_the_jobs_api(
         r.run(request(smoke(color=38), prompt_id=prompt_id))
     assert ("POST", f"/api/jobs/{prompt_id}/cancel") in new_comfy.requests
     assert ("POST", "/queue") not in new_comfy.requests
+
+
+def test_a_started_record_is_never_read_as_a_submission():
+    """Adoption reads submissions only; an older record without ``queued_behind`` still reads."""
+    started = Started("p-2", attempt=0).to_json()
+    assert Submission.from_json(started) is None
+    old = {"comfyui_url": "http://c:8188", "prompt_id": "p-1", "worker_id": "w", "attempt": 0}
+    read = Submission.from_json(old)
+    assert read is not None and read.queued_behind == 0 and not read.prefetched
+    behind = Submission("http://c:8188", "p-2", "w", 0, "sha", queued_behind=2)
+    assert Submission.from_json(behind.to_json()) == behind and behind.prefetched
+
+
+def test_the_fence_hears_when_comfyui_starts_the_prompt(comfy: FakeComfyUI, tmp_path: Path):
+    """The runner tells the fence each start; a lone prompt is recorded as queued behind none."""
+    fence = RecordedFence()
+    with Runner(make_settings(comfy.base_url, tmp_path, WORKER_PREFETCH="1")) as runner:
+        request = make_request(smoke(5), fresh=True)
+        runner.run(request, fence=fence)
+    [submission] = fence.recorded
+    assert submission.queued_behind == 0 and fence.started_prompts == [request.prompt_id]

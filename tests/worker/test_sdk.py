@@ -127,3 +127,15 @@ def test_the_ledger_keeps_when_an_attempt_was_scheduled_to_the_nanosecond():
     assert ledger.scheduled_at_ns(("wf", "unseen", 0)) == 0
     ledger.reported(key_of(task))
     assert ledger.scheduled_at_ns(key_of(task)) == 0
+
+
+def test_a_stop_task_after_the_report_leaves_nothing_behind():
+    """STOP_TASK fences a task still held; a late one (a started record) is dropped."""
+    ledger = Ledger()
+    held, gone = ("wf-1", "0-1", 0), ("wf-2", "0-1", 0)
+    ledger.started(held)
+    ledger.fence(held)
+    ledger.fence(gone)
+    assert ledger.fenced == {held}
+    ledger.reported(held)
+    assert ledger.fenced == set()

@@ -309,27 +309,27 @@ def test_health_endpoints_reflect_comfyui_and_count_tasks(
     assert httpx.get(f"{base}/readyz").json()["comfyui"] != "ok"
 
 
-def test_sigterm_hands_back_the_parked_task_at_once(
+def test_sigterm_hands_back_the_waiting_and_parked_tasks_at_once(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
 ):
-    """The task the SDK claimed and parked (N+1) is handed back at once on SIGTERM, not at the end."""
+    """Tasks claimed but not submitted (one waiting its turn, one parked) go back at once."""
     comfy.execution_time_s = 6
     worker = spawn()
-    running, parked = uuid.uuid4().hex, uuid.uuid4().hex
-    lh.schedule(TASK, [smoke(10)], task_guid=running)
-    lh.wait_delivered(running)
-    lh.schedule(TASK, [smoke(11)], task_guid=parked)
-    lh.wait_delivered(parked)  # one worker thread, yet the SDK claims a second task
+    running, waiting, parked = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    for n, guid in enumerate((running, waiting, parked)):
+        lh.schedule(TASK, [smoke(10 + n)], task_guid=guid)
+        lh.wait_delivered(guid)  # one prompt at a time, yet the SDK claims three tasks
     worker.proc.send_signal(signal.SIGTERM)
-    handed_back = lh.wait_report(parked, timeout_s=10)
-    assert (
-        handed_back.status == TaskStatus.TASK_FAILED
-        and "worker-shutting-down" in handed_back.error.message
-    )
+    for guid in (waiting, parked):
+        handed_back = lh.wait_report(guid, timeout_s=10)
+        assert (
+            handed_back.status == TaskStatus.TASK_FAILED
+            and "worker-shutting-down" in handed_back.error.message
+        )
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
     order = [r.task_run_id.task_guid for r in lh.reports]
-    assert order.index(parked) < order.index(running)  # handed back while the other still ran
+    assert max(order.index(waiting), order.index(parked)) < order.index(running)
     assert len(comfy.submitted) == 1
 
 
@@ -593,23 +593,23 @@ def test_stopping_the_wfrun_cancels_the_prompt(
 # --- prefetch and warm start ------------------------------------------------------------
 
 
-def test_with_prefetch_the_next_prompt_waits_in_comfyui(
-    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+@pytest.mark.parametrize("depth", [1, 2])
+def test_with_prefetch_the_next_prompts_wait_in_comfyui(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, depth: int
 ):
-    """WORKER_PREFETCH=1: task 2's prompt is queued while task 1 runs; its deadline starts late."""
+    """WORKER_PREFETCH=N: N prompts queue behind the running one; each deadline starts late."""
     comfy.execution_time_s = 2
-    spawn(WORKER_PREFETCH="1", COMFYUI_HISTORY_TIMEOUT_SEC="3")
-    first, second = uuid.uuid4().hex, uuid.uuid4().hex
-    lh.schedule(TASK, [smoke(70)], wf_run_id="wf-p1", task_guid=first)
-    p1 = prompt_of(lh, "wf-p1", first, 0)
-    wait_until(lambda: p1 in comfy.submitted, timeout_s=30)
-    lh.schedule(TASK, [smoke(71)], wf_run_id="wf-p2", task_guid=second)
-    p2 = prompt_of(lh, "wf-p2", second, 0)
-    wait_until(lambda: p2 in comfy.submitted, timeout_s=30)
-    assert p1 not in comfy.finish_times  # queued behind the running prompt, not after it
-    for guid in (first, second):  # 2 s queued + 2 s running > 3 s: the deadline counts from start
+    spawn(WORKER_PREFETCH=str(depth), COMFYUI_HISTORY_TIMEOUT_SEC="3")
+    guids = [uuid.uuid4().hex for _ in range(1 + depth)]
+    prompts: list[str] = []
+    for n, guid in enumerate(guids):
+        lh.schedule(TASK, [smoke(70 + n)], wf_run_id=f"wf-p{n}", task_guid=guid)
+        prompts.append(prompt_of(lh, f"wf-p{n}", guid, 0))
+        wait_until(lambda: prompts[-1] in comfy.submitted, timeout_s=30)
+    assert prompts[0] not in comfy.finish_times  # queued behind the running prompt
+    for guid in guids:  # 2 s queued (or 4) + 2 s running > 3 s: each deadline counts from start
         assert lh.wait_report(guid, timeout_s=30).status == TaskStatus.TASK_SUCCESS
-    assert comfy.executed == [p1, p2]
+    assert comfy.executed == prompts
 
 
 def test_with_prefetch_a_queued_task_fetches_its_models_while_the_current_one_runs(
@@ -660,34 +660,40 @@ def test_with_prefetch_a_queued_task_fetches_its_models_while_the_current_one_ru
         assert "model prefetched.safetensors: downloaded 100.0 KB in" in report.log_output.str
 
 
-def test_sigterm_with_prefetch_hands_back_the_prompt_that_has_not_started(
-    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+@pytest.mark.parametrize("depth", [1, 2])
+def test_sigterm_with_prefetch_hands_back_every_prompt_that_has_not_started(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, depth: int
 ):
-    """The queued prompt leaves ComfyUI's queue and its task goes back at once; the running one ends."""
+    """Every queued prompt leaves ComfyUI's queue, its task goes back at once; the running one ends."""
     comfy.execution_time_s = 3
-    worker = spawn(WORKER_PREFETCH="1")
-    running, queued = uuid.uuid4().hex, uuid.uuid4().hex
+    worker = spawn(WORKER_PREFETCH=str(depth))
+    running = uuid.uuid4().hex
     lh.schedule(TASK, [smoke(72)], wf_run_id="wf-run", task_guid=running)
     wait_until(lambda: prompt_of(lh, "wf-run", running, 0) in comfy.submitted, timeout_s=30)
-    lh.schedule(TASK, [smoke(73)], wf_run_id="wf-queued", task_guid=queued)
-    p_queued = prompt_of(lh, "wf-queued", queued, 0)
-    wait_until(lambda: p_queued in comfy.submitted, timeout_s=30)
+    queued = {uuid.uuid4().hex: n for n in range(depth)}
+    for guid, n in queued.items():
+        lh.schedule(TASK, [smoke(73 + n)], wf_run_id=f"wf-queued{n}", task_guid=guid)
+    p_queued = [prompt_of(lh, f"wf-queued{n}", guid, 0) for guid, n in queued.items()]
+    wait_until(lambda: all(p in comfy.submitted for p in p_queued), timeout_s=30)
     worker.proc.send_signal(signal.SIGTERM)
-    handed_back = lh.wait_report(queued, timeout_s=10)
-    assert handed_back.status == TaskStatus.TASK_FAILED
-    assert "worker-shutting-down" in handed_back.error.message and p_queued in comfy.deleted
+    for guid in queued:
+        handed_back = lh.wait_report(guid, timeout_s=10)
+        assert handed_back.status == TaskStatus.TASK_FAILED
+        assert "worker-shutting-down" in handed_back.error.message
+    assert all(p in comfy.deleted for p in p_queued)
     assert worker.stop(signal.SIGTERM) == 0, worker.logs()
     assert lh.wait_report(running, timeout_s=5).status == TaskStatus.TASK_SUCCESS
     assert comfy.executed == [prompt_of(lh, "wf-run", running, 0)]
 
 
-def test_a_worker_killed_with_two_prompts_in_comfyui_loses_nothing(
-    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_worker_killed_with_every_slot_in_comfyui_loses_nothing(
+    lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, depth: int
 ):
-    """Both prompts (running and queued) are adopted by their retries; each runs once."""
+    """Every prompt (running and queued) is adopted by its retry; each runs once."""
     comfy.execution_time_s = 2
-    first = spawn(WORKER_PREFETCH="1")
-    guids = [uuid.uuid4().hex, uuid.uuid4().hex]
+    first = spawn(WORKER_PREFETCH=str(depth))
+    guids = [uuid.uuid4().hex for _ in range(1 + depth)]
     prompts: list[str] = []
 
     def submitted(prompt_id: str) -> Callable[[], bool]:
@@ -698,7 +704,7 @@ def test_a_worker_killed_with_two_prompts_in_comfyui_loses_nothing(
         prompts.append(prompt_of(lh, f"wf-k{n}", guid, 0))
         wait_until(submitted(prompts[-1]), timeout_s=30)
     first.stop(signal.SIGKILL)
-    spawn(WORKER_PREFETCH="1")
+    spawn(WORKER_PREFETCH=str(depth))
     for n, guid in enumerate(guids):
         lh.schedule(TASK, [smoke(74 + n)], wf_run_id=f"wf-k{n}", task_guid=guid, attempt_number=1)
     for n, guid in enumerate(guids):
