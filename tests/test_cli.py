@@ -246,6 +246,11 @@ def test_check_lists_each_templates_declared_models(comfy: FakeComfyUI, tmp_path
         "ok    template sdxl models: checkpoints/sd_xl_base_1.0.safetensors present, "
         "loras/detail.safetensors missing (downloaded on first use)"
     )
+    del env["COMFYUI_MODELS_DIR"]  # nothing can fetch it: every task of it would fail
+    unfetchable = main_py("check", env=env)
+    [line] = [line for line in unfetchable.stdout.splitlines() if "models:" in line]
+    assert line.startswith("warn  template sdxl models: ")
+    assert line.endswith("loras/detail.safetensors missing (set COMFYUI_MODELS_DIR to fetch it)")
 
 
 def test_run_downloads_a_declared_model_first(comfy: FakeComfyUI, tmp_path: Path):

@@ -30,6 +30,7 @@ from comfyui_worker.workflow.modeldecl import ModelDecl
 log = structlog.get_logger("comfyui_worker.models.ensure")
 
 Say = Callable[[str], None]
+PRESENT = "present"
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,15 @@ class ModelEnsurer:
                 hold.release()
 
     def status(self, model: ModelDecl) -> str:
-        """``present``, ``missing (downloaded on first use)`` or ``missing``: for ``check``."""
+        """``present``, or ``missing`` and whether this worker would fetch it: for ``check``."""
         listed = self.client.models(model.folder)
         if (listed is not None and model.name in listed) or (
             self.files is not None and self.files.path(model).is_file()
         ):
-            return "present"
-        return "missing (downloaded on first use)" if self.files else "missing"
+            return PRESENT
+        if self.files is not None:
+            return "missing (downloaded on first use)"
+        return "missing (set COMFYUI_MODELS_DIR to fetch it)"
 
     def _ensure_one(
         self, model: ModelDecl, listings: dict[str, list[str] | None]

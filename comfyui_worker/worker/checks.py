@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from comfyui_worker.comfy.client import ComfyClient
 from comfyui_worker.errors import ComfyWorkerError, ExitCode
-from comfyui_worker.models.ensure import ModelEnsurer
+from comfyui_worker.models.ensure import PRESENT, ModelEnsurer
 from comfyui_worker.outputs.store import open_store
 from comfyui_worker.settings import ComfySettings, WorkerSettings
 from comfyui_worker.workflow.graph import Graph
@@ -97,7 +97,8 @@ def _templates(
     for name in templates.names():
         template = templates.get(name)
         if template.models:
-            say(OK, f"template {name} models: {_models(template.models, comfy, object_info)}")
+            line, unfetchable = _models(template.models, comfy, object_info)
+            say(WARN if unfetchable else OK, f"template {name} models: {line}")
         shown = ", ".join(
             p["name"] + ("" if p["required"] else f"={p['default']!r}") for p in template.describe()
         )
@@ -114,16 +115,24 @@ def _templates(
     return ExitCode.WORKFLOW if templates.errors else 0
 
 
-def _models(models: tuple[ModelDecl, ...], comfy: ComfySettings, reached: dict[str, Any]) -> str:
-    """Each declared model and whether this ComfyUI has it (a missing one is fetched on use)."""
+def _models(
+    models: tuple[ModelDecl, ...], comfy: ComfySettings, reached: dict[str, Any]
+) -> tuple[str, bool]:
+    """Each declared model and whether this ComfyUI has it; and whether one is unfetchable.
+
+    A missing model is fetched on first use, unless ``COMFYUI_MODELS_DIR`` is unset: then
+    every task that needs it would fail, which is worth a warning.
+    """
     if not reached:
-        return ", ".join(f"{m.key} (ComfyUI not reached)" for m in models)
+        return ", ".join(f"{m.key} (ComfyUI not reached)" for m in models), False
     with ComfyClient(comfy) as client:
         ensurer = ModelEnsurer(comfy, client)
         try:
-            return ", ".join(f"{m.key} {ensurer.status(m)}" for m in models)
+            statuses = [(m.key, ensurer.status(m)) for m in models]
         except ComfyWorkerError as exc:
-            return f"{', '.join(m.key for m in models)} (cannot ask ComfyUI: {exc.message})"
+            return f"{', '.join(m.key for m in models)} (cannot ask ComfyUI: {exc.message})", False
+    unfetchable = comfy.models_dir is None and any(s != PRESENT for _, s in statuses)
+    return ", ".join(f"{key} {status}" for key, status in statuses), unfetchable
 
 
 def _cannot_run(graph: Graph, object_info: dict[str, Any], declared: set[str]) -> list[str]:
