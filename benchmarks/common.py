@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import random
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -182,3 +184,23 @@ def machine() -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "os": f"{platform.system()} {platform.release()}",
     }
+
+
+def run_child(module: str, args: list[str], what: str) -> dict[str, Any]:
+    """``python -m module --child ARGS`` in a process of its own; its last line as JSON.
+
+    A measured side (an upload, a download) runs alone, so its RSS and CPU are its own.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--child", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} child failed:\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MIB, ROOT, byte_chunks, machine, peak_rss_growth
+from benchmarks.common import MIB, byte_chunks, machine, peak_rss_growth, run_child
 
 
 def child_ours(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,19 +59,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.models", "--child", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"model download child failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_child("benchmarks.models", args, "model download")
 
 
 def _curl(url: str, target: Path) -> dict[str, Any]:

@@ -20,14 +20,13 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MIB, ROOT, byte_chunks, machine, peak_rss_growth
+from benchmarks.common import MIB, byte_chunks, machine, peak_rss_growth, run_child
 from benchmarks.report import upload_table
 
 
@@ -93,19 +92,7 @@ def _measured(upload: Any) -> dict[str, Any]:
 
 
 def _child(kind: str, args: list[str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.upload", "--child", kind, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} upload child failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_child("benchmarks.upload", [kind, *args], f"{kind} upload")
 
 
 def measure(size: int, rounds: int, settle_s: float, part_mib: int) -> dict[str, Any]:

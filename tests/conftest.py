@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -127,3 +128,21 @@ class RecordedFence:
 def recorded(comfyui_url: str, prompt_id: str, graph: Any) -> Submission:
     """An earlier attempt's record of submitting ``graph`` (as the worker validated it)."""
     return Submission(comfyui_url, prompt_id, "earlier", 0, make_request(graph).graph_sha256)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs mounted for the test (needs root, as in CI)."""
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

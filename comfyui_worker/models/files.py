@@ -15,13 +15,11 @@ download it once, and eviction never removes a model a task is about to run.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -32,6 +30,7 @@ from comfyui_worker.errors import InvalidWorkflowError, ModelSourceError, ModelS
 from comfyui_worker.models.ledger import STATE_DIR, Entry, Ledger, victims
 from comfyui_worker.models.sources import Body, RestartDownload, Sources
 from comfyui_worker.outputs.filesink import FileSink
+from comfyui_worker.outputs.store import disk_errors, fsync_dir
 from comfyui_worker.workflow.modeldecl import ModelDecl
 
 log = structlog.get_logger("comfyui_worker.models.files")
@@ -116,7 +115,7 @@ class ModelFiles:
     def _hold_key(self, key: str) -> Hold:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         path = self.root / STATE_DIR / "locks" / f"{digest}.lock"
-        with self._storage("create the lock file", path):
+        with disk_errors(path, "create the lock file", ModelStorageError):
             return Hold(path)
 
     def present(self, model: ModelDecl) -> bool:
@@ -135,7 +134,7 @@ class ModelFiles:
         began = time.monotonic()
         ends = began + self.timeout_s if ends is None else ends
         dest = self.path(model)
-        with self._storage("create the folder of", dest.parent):
+        with disk_errors(dest.parent, "create the folder of", ModelStorageError):
             dest.parent.mkdir(parents=True, exist_ok=True)
         partial = self.partial(model)
         offset = partial.stat().st_size if partial.exists() else 0
@@ -153,10 +152,10 @@ class ModelFiles:
             self._discard(partial)
             return self.download(model, ends)
         self._verify(model, partial, size, actual)
-        with self._storage("store", dest):
+        with disk_errors(dest, "store", ModelStorageError):
             os.replace(partial, dest)
             if self.fsync:
-                _fsync_dir(dest.parent)
+                fsync_dir(dest.parent)
         self.ledger.record(model.key, size, model.sha256)
         return Downloaded(size, time.monotonic() - began, offset, evicted)
 
@@ -184,7 +183,7 @@ class ModelFiles:
                 )
             evicted = self._evict_for(model, total)
         need = total - offset + SPARE_BYTES
-        with self._storage("check the free space of", self.root):
+        with disk_errors(self.root, "check the free space of", ModelStorageError):
             free = shutil.disk_usage(self.path(model).parent).free
         if free < need:
             raise ModelStorageError(
@@ -240,10 +239,10 @@ class ModelFiles:
         digest = hashlib.sha256()
         offset = body.offset
         if offset:
-            with self._storage("read", partial), open(partial, "rb") as existing:
+            with disk_errors(partial, "read", ModelStorageError), open(partial, "rb") as existing:
                 while block := existing.read(READ_BYTES):
                     digest.update(block)
-        with self._storage("write", partial):
+        with disk_errors(partial, "write", ModelStorageError):
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if not offset:
@@ -254,7 +253,7 @@ class ModelFiles:
             written = offset
             try:
                 for chunk in body.chunks:
-                    with self._storage("write", partial):
+                    with disk_errors(partial, "write", ModelStorageError):
                         sink.write(chunk)
                     written += len(chunk)
                     if body.total_bytes is not None and written > body.total_bytes:
@@ -269,7 +268,7 @@ class ModelFiles:
                             f"{self.timeout_s:g}s (COMFYUI_MODELS_TIMEOUT_SEC)",
                             model=model.key,
                         )
-                with self._storage("write", partial):
+                with disk_errors(partial, "write", ModelStorageError):
                     actual = sink.finish()
             except BaseException:
                 sink.abandon()
@@ -303,27 +302,6 @@ class ModelFiles:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         return 0
-
-    @contextlib.contextmanager
-    def _storage(self, action: str, path: Path) -> Iterator[None]:
-        """A local file-system failure as ``ModelStorageError`` naming the path and errno."""
-        try:
-            yield
-        except OSError as exc:
-            code = errno.errorcode.get(exc.errno or 0, "unknown")
-            raise ModelStorageError(
-                f"cannot {action} {path}: {exc.strerror or exc} ({code})",
-                path=str(path),
-                errno=code,
-            ) from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def shown_size(size_bytes: int) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from comfyui_worker.errors import ConfigError, OutputStorageError
+from comfyui_worker.errors import ConfigError, OutputStorageError, TechnicalError
 from comfyui_worker.outputs.collect import JOURNAL, MANIFEST, Stored
 from comfyui_worker.outputs.filesink import FileSink
 from comfyui_worker.outputs.objstore import REFUSED_SCHEMES, ObjectStore, is_object_url, refusal
@@ -86,13 +86,15 @@ class OutputStore(Protocol):
 
 
 @contextlib.contextmanager
-def disk_errors(path: Path, action: str) -> Iterator[None]:
-    """Turn an OSError into ``OutputStorageError`` naming the path and the errno."""
+def disk_errors(
+    path: Path, action: str, error: type[TechnicalError] = OutputStorageError
+) -> Iterator[None]:
+    """Turn an OSError into ``error`` (outputs': ``OutputStorageError``) naming path and errno."""
     try:
         yield
     except OSError as exc:
         code = errno.errorcode.get(exc.errno or 0, "unknown")
-        raise OutputStorageError(
+        raise error(
             f"cannot {action} {path}: {exc.strerror or exc} ({code})",
             path=str(path),
             errno=code,
@@ -188,7 +190,7 @@ class LocalRunStore:
             os.replace(tmp_path, target)
         if self.fsync:
             with disk_errors(self.run_dir, "sync"):
-                _fsync_dir(self.run_dir)
+                fsync_dir(self.run_dir)
         return str(target)
 
     def delete(self, key: str) -> None:
@@ -262,7 +264,8 @@ def _temp_beside(target: Path) -> Iterator[tuple[int, str]]:
             os.unlink(tmp_path)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (its entry, not only the file's bytes)."""
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

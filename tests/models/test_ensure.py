@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,20 +27,6 @@ from tests.conftest import make_settings, wait_until
 from tests.modelserver import ModelServer
 
 WORKFLOWS = Path(__file__).parent.parent.parent / "workflows"
-
-
-@pytest.fixture
-def models_dir(tmp_path: Path) -> Path:
-    """The models directory ComfyUI and the worker share."""
-    (tmp_path / "models").mkdir()
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def comfy(tmp_path: Path, models_dir: Path) -> Iterator[FakeComfyUI]:
-    """A fake ComfyUI listing the models directory (and no built-in checkpoints)."""
-    with FakeComfyUI(tmp_path / "comfy", models_dir=models_dir, checkpoints=[]) as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -415,36 +400,18 @@ def test_the_warm_up_fetches_its_models_before_running(
     assert server.gets("warm.safetensors") == 1
 
 
-@pytest.fixture
-def tiny_models(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs as the models directory (needs root, as in CI)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_mid_download_keeps_no_half_file(
-    comfy: FakeComfyUI, tmp_path: Path, tiny_models: Path, server: ModelServer
+    comfy: FakeComfyUI, tmp_path: Path, tiny_fs: Path, server: ModelServer
 ) -> None:
     """No size known in advance and the disk fills: model-storage-failed naming the path, no file."""
     model = declare(server, "full.safetensors", os.urandom(1_000_000))
     server.unsized.add("/full.safetensors")
-    settings = settings_for(comfy, tmp_path, tiny_models)
+    settings = settings_for(comfy, tmp_path, tiny_fs)
     with Runner(settings) as runner, pytest.raises(ModelStorageError) as caught:
         ensure(runner.models, model)
     assert caught.value.details["errno"] == "ENOSPC"
-    assert str(tiny_models / "checkpoints") in caught.value.message
-    assert list((tiny_models / "checkpoints").iterdir()) == []
+    assert str(tiny_fs / "checkpoints") in caught.value.message
+    assert list((tiny_fs / "checkpoints").iterdir()) == []
 
 
 def test_the_drain_cuts_a_download_and_hands_the_task_back(

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,6 @@ from tests.conftest import make_settings, wait_until
 from tests.modelserver import ModelServer
 
 ROOT = Path(__file__).parent.parent.parent
-
-
-@pytest.fixture
-def models_dir(tmp_path: Path) -> Path:
-    """The shared models directory."""
-    (tmp_path / "models").mkdir()
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def comfy(tmp_path: Path, models_dir: Path) -> Iterator[FakeComfyUI]:
-    """A fake ComfyUI listing the models directory."""
-    with FakeComfyUI(tmp_path / "comfy", models_dir=models_dir, checkpoints=[]) as fake:
-        yield fake
 
 
 def settings_for(comfy: FakeComfyUI, tmp_path: Path, models_dir: Path, **env: str) -> ComfySettings:

@@ -25,24 +25,6 @@ def parts(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".part")]
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs mounted for the test (needs root, as in CI)."""
-    mount_point = tmp_path / "mnt"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_write_streams_hashes_and_renames_into_place(tmp_path: Path):
     """A stored file has the stream's bytes and sha256, is world-readable, and no temp remains."""
     data = os.urandom(300_000)
