@@ -18,6 +18,7 @@ import pytest
 from littlehorse import to_variable_value
 from littlehorse.model import ReportTaskRun, TaskStatus
 
+from comfyui_worker.settings import MAX_PREFETCH
 from comfyui_worker.worker.task import prompt_id_for
 from fakes.comfyui import FakeComfyUI
 from fakes.littlehorse import FakeLittleHorse
@@ -593,7 +594,7 @@ def test_stopping_the_wfrun_cancels_the_prompt(
 # --- prefetch and warm start ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("depth", [1, 2, MAX_PREFETCH])
 def test_with_prefetch_the_next_prompts_wait_in_comfyui(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, depth: int
 ):
@@ -660,7 +661,7 @@ def test_with_prefetch_a_queued_task_fetches_its_models_while_the_current_one_ru
         assert "model prefetched.safetensors: downloaded 100.0 KB in" in report.log_output.str
 
 
-@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("depth", [1, 2, MAX_PREFETCH])
 def test_sigterm_with_prefetch_hands_back_every_prompt_that_has_not_started(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, depth: int
 ):
@@ -686,7 +687,7 @@ def test_sigterm_with_prefetch_hands_back_every_prompt_that_has_not_started(
     assert comfy.executed == [prompt_of(lh, "wf-run", running, 0)]
 
 
-@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("depth", [1, 2, MAX_PREFETCH])
 def test_a_worker_killed_with_every_slot_in_comfyui_loses_nothing(
     lh: FakeLittleHorse, spawn: Any, comfy: FakeComfyUI, depth: int
 ):
